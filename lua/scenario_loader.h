@@ -1,0 +1,23 @@
+// Runs a scenario file in a sandboxed Lua 5.4 state and turns what it declares into faults::Scenario.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "faults/scenario.h"
+
+namespace faultline::lua {
+
+struct LoadResult {
+  std::optional<faults::Scenario> scenario;
+  std::string error;  // "FILE:LINE: message" when scenario is empty
+};
+
+// Reads and runs the file at `path`; the chunk is named "@path" so errors read "path:LINE: ...".
+LoadResult load_scenario_file(const std::string& path);
+
+// Runs `source` as if it were the file `path` (used by tests and, later, PUT /scenario).
+LoadResult load_scenario_source(std::string_view source, const std::string& path);
+
+}  // namespace faultline::lua
