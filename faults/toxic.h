@@ -34,7 +34,9 @@ class ToxicOutput {
   virtual void push(Chunk chunk) = 0;
   // The stream ended cleanly (the reading side saw EOF): half-close onward.
   virtual void end() = 0;
-  // Tear down the whole connection (both sides); rst=true sends RST instead of FIN.
+  // Tear down the whole connection (both sides). rst=false: deliver what was already pushed,
+  // then close both sides with FIN. rst=true: reset both sides now (RST), dropping unsent bytes.
+  // Nothing pushed after an abort is delivered.
   virtual void abort(bool rst) = 0;
 };
 

@@ -3,9 +3,9 @@
 
 namespace faultline::lua {
 
-LoadResult load_scenario_file(const std::string& path) { return {std::nullopt, path + ":1: loader not built yet"}; }
+LoadResult load_scenario_file(const std::string& path, std::optional<uint64_t>) { return {std::nullopt, path + ":1: loader not built yet"}; }
 
-LoadResult load_scenario_source(std::string_view, const std::string& path) {
+LoadResult load_scenario_source(std::string_view, const std::string& path, std::optional<uint64_t>) {
   return {std::nullopt, path + ":1: loader not built yet"};
 }
 

@@ -1,6 +1,7 @@
 // Runs a scenario file in a sandboxed Lua 5.4 state and turns what it declares into faults::Scenario.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,9 +16,11 @@ struct LoadResult {
 };
 
 // Reads and runs the file at `path`; the chunk is named "@path" so errors read "path:LINE: ...".
-LoadResult load_scenario_file(const std::string& path);
+// `seed_override` (from --seed) wins over the scenario's seed() and seeds math.random.
+LoadResult load_scenario_file(const std::string& path, std::optional<uint64_t> seed_override = std::nullopt);
 
 // Runs `source` as if it were the file `path` (used by tests and, later, PUT /scenario).
-LoadResult load_scenario_source(std::string_view source, const std::string& path);
+LoadResult load_scenario_source(std::string_view source, const std::string& path,
+                                std::optional<uint64_t> seed_override = std::nullopt);
 
 }  // namespace faultline::lua
