@@ -1,0 +1,98 @@
+// A worker's loop: listeners accept into sessions; a stop closes listeners, waits out the grace
+// period, closes what is left, and returns once every handle is closed.
+#include "proxy/worker.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/session.h"
+
+namespace faultline::proxy {
+
+namespace {
+uv_handle_t* as_handle(auto* h) { return reinterpret_cast<uv_handle_t*>(h); }
+}  // namespace
+
+Worker::Worker(Runtime& runtime, int index, std::vector<int> listen_fds)
+    : runtime_(runtime), index_(index), listen_fds_(std::move(listen_fds)), env_(&loop_) {
+  uv_loop_init(&loop_);
+  // Made here, not in run(): another thread may request_stop() before this worker's thread starts.
+  uv_async_init(&loop_, &stop_async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->begin_stop(); });
+  stop_async_.data = this;
+}
+
+Worker::~Worker() {
+  for (int fd : listen_fds_)
+    if (fd >= 0) ::close(fd);
+}
+
+void Worker::remove(Session* s) {
+  sessions_.erase(s);
+  if (stopping_ && sessions_.empty()) close_own_handles();
+}
+
+bool Worker::run() {
+  uv_timer_init(&loop_, &grace_timer_);
+  grace_timer_.data = this;
+
+  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+    auto l = std::make_unique<Listener>();
+    l->worker = this;
+    l->proxy = runtime_.proxies[i].get();
+    uv_tcp_init(&loop_, &l->handle);
+    l->handle.data = l.get();
+    int rc = uv_tcp_open(&l->handle, listen_fds_[i]);
+    if (rc == 0) {
+      listen_fds_[i] = -1;  // the handle owns it now
+      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), 511, [](uv_stream_t* server, int status) {
+        auto* lst = static_cast<Listener*>(server->data);
+        if (status < 0) {
+          spdlog::warn("[{}] accept: {}", lst->proxy->spec->name, uv_strerror(status));
+          return;
+        }
+        if (lst->worker->stopping_) return;
+        Session::accept(*lst->worker, *lst->proxy, server);
+      });
+    }
+    if (rc != 0) spdlog::error("[{}] listen: {}", l->proxy->spec->name, uv_strerror(rc));
+    listeners_.push_back(std::move(l));
+  }
+  if (loop_start_hook_) loop_start_hook_(&loop_);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  int rc = uv_loop_close(&loop_);
+  if (rc != 0) spdlog::error("worker {}: loop closed with handles still open", index_);
+  return rc == 0;
+}
+
+void Worker::request_stop() { uv_async_send(&stop_async_); }
+
+void Worker::begin_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  for (auto& l : listeners_) uv_close(as_handle(&l->handle), nullptr);
+  if (loop_stop_hook_) loop_stop_hook_();
+  if (sessions_.empty()) {
+    close_own_handles();
+    return;
+  }
+  spdlog::info("waiting up to {} ms for {} open connection(s)", kGraceMs, sessions_.size());
+  uv_timer_start(
+      &grace_timer_,
+      [](uv_timer_t* t) {
+        auto* w = static_cast<Worker*>(t->data);
+        // Copy: force_close may remove sessions from the set while we walk it.
+        std::vector<Session*> open(w->sessions_.begin(), w->sessions_.end());
+        for (Session* s : open) s->force_close();
+      },
+      kGraceMs, 0);
+}
+
+void Worker::close_own_handles() {
+  if (handles_closed_) return;
+  handles_closed_ = true;
+  uv_close(as_handle(&grace_timer_), nullptr);
+  uv_close(as_handle(&stop_async_), nullptr);
+}
+
+}  // namespace faultline::proxy

@@ -1,0 +1,71 @@
+// One event loop (one thread) serving every proxy of the scenario through its own listeners.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <unordered_set>
+#include <vector>
+
+#include "faults/chunk.h"
+#include "proxy/runtime.h"
+#include "proxy/uv_timer.h"
+
+namespace faultline::proxy {
+
+class Session;
+
+class Worker {
+ public:
+  // `listen_fds[i]` is the bound, listening socket for runtime.proxies[i] (owned by this worker).
+  Worker(Runtime& runtime, int index, std::vector<int> listen_fds);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Runs the loop until stopped and every handle is closed. Returns false on a setup failure.
+  bool run();
+  // Thread-safe: stop accepting, give sessions the grace period, then close them.
+  void request_stop();
+  // Extra work on this loop (worker 0 takes signals and journal flushing).
+  void on_loop_start(std::function<void(uv_loop_t*)> hook) { loop_start_hook_ = std::move(hook); }
+  void on_loop_stop(std::function<void()> hook) { loop_stop_hook_ = std::move(hook); }
+
+  uv_loop_t* loop() noexcept { return &loop_; }
+  faults::BufferPool& pool() noexcept { return pool_; }
+  LoopEnv& env() noexcept { return env_; }
+  Runtime& runtime() noexcept { return runtime_; }
+  int index() const noexcept { return index_; }
+  void add(Session* s) { sessions_.insert(s); }
+  void remove(Session* s);
+
+  static constexpr uint64_t kGraceMs = 2000;
+
+ private:
+  struct Listener {
+    uv_tcp_t handle;
+    Worker* worker;
+    ProxyRuntime* proxy;
+  };
+  void begin_stop();
+  void close_own_handles();
+
+  Runtime& runtime_;
+  int index_;
+  std::vector<int> listen_fds_;
+  uv_loop_t loop_;
+  uv_async_t stop_async_;
+  uv_timer_t grace_timer_;
+  faults::BufferPool pool_;
+  LoopEnv env_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_set<Session*> sessions_;
+  std::function<void(uv_loop_t*)> loop_start_hook_;
+  std::function<void()> loop_stop_hook_;
+  bool stopping_ = false;
+  bool handles_closed_ = false;
+};
+
+}  // namespace faultline::proxy
