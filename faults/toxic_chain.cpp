@@ -5,18 +5,35 @@
 
 namespace faultline::faults {
 
-// Output of stage i: forwards data and the end to stage i+1; an abort goes straight to the sink.
+// Output of stage i: forwards data and the end to stage i+1. A reset goes straight to the sink; a
+// clean abort travels down as an end, so later stages deliver what they hold first (Toxiproxy's
+// stub.Close() is an EOF to the next stub), and the tail turns it back into abort(false).
 class ToxicChain::Link final : public ToxicOutput {
  public:
-  explicit Link(ToxicOutput& sink) : sink_(sink) {}
+  Link(ToxicOutput& sink, bool& closing) : sink_(sink), closing_(closing) {}
   void set_next(Toxic* next) { next_ = next; }
-  void push(Chunk chunk) override { next_->on_data(std::move(chunk)); }
-  void end() override { next_->on_end(); }
-  void abort(bool rst) override { sink_.abort(rst); }
+  void push(Chunk chunk) override {
+    if (next_) next_->on_data(std::move(chunk));
+    else sink_.push(std::move(chunk));
+  }
+  void end() override {
+    if (next_) next_->on_end();
+    else if (closing_) sink_.abort(false);
+    else sink_.end();
+  }
+  void abort(bool rst) override {
+    if (rst || !next_) {
+      sink_.abort(rst);
+      return;
+    }
+    closing_ = true;
+    next_->on_end();
+  }
 
  private:
   ToxicOutput& sink_;
-  Toxic* next_ = nullptr;
+  bool& closing_;
+  Toxic* next_ = nullptr;  // null for the tail, the output of the last stage
 };
 
 ToxicChain::ToxicChain(const std::vector<const ToxicSpec*>& specs, ToxicContext ctx, ToxicEnv& env,
@@ -24,7 +41,8 @@ ToxicChain::ToxicChain(const std::vector<const ToxicSpec*>& specs, ToxicContext 
     : sink_(sink) {
   // Build back to front so each stage can be handed its output at construction.
   std::vector<std::unique_ptr<Toxic>> reversed;
-  ToxicOutput* out = &sink_;
+  links_.push_back(std::make_unique<Link>(sink_, closing_));  // the tail
+  ToxicOutput* out = links_.back().get();
   for (auto it = specs.rbegin(); it != specs.rend(); ++it) {
     const ToxicSpec& spec = **it;
     const ToxicType* type = find_toxic_type(spec.type);
@@ -32,7 +50,7 @@ ToxicChain::ToxicChain(const std::vector<const ToxicSpec*>& specs, ToxicContext 
     ToxicContext stage_ctx = ctx;
     stage_ctx.toxic = spec.name;
     auto stage = type->make(spec, stage_ctx, env, *out);
-    auto link = std::make_unique<Link>(sink_);
+    auto link = std::make_unique<Link>(sink_, closing_);
     link->set_next(stage.get());
     out = link.get();
     links_.push_back(std::move(link));

@@ -29,6 +29,7 @@ class ToxicChain {
   std::vector<std::unique_ptr<Link>> links_;
   std::vector<std::unique_ptr<Toxic>> stages_;
   ToxicOutput& sink_;
+  bool closing_ = false;  // a stage aborted cleanly; the end reaching the tail becomes abort(false)
 };
 
 }  // namespace faultline::faults
