@@ -1,12 +1,82 @@
-// Placeholder until the sandboxed loader lands.
+// Runs a scenario in a fresh sandbox and hands back the faults::Scenario it declared, or where it went wrong.
 #include "lua/scenario_loader.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "lua/sandbox.h"
+#include "lua/scenario_api.h"
 
 namespace faultline::lua {
 
-LoadResult load_scenario_file(const std::string& path, std::optional<uint64_t>) { return {std::nullopt, path + ":1: loader not built yet"}; }
+namespace {
 
-LoadResult load_scenario_source(std::string_view, const std::string& path, std::optional<uint64_t>) {
-  return {std::nullopt, path + ":1: loader not built yet"};
+// A scenario is a few KiB; this only keeps a wrong path (a disk image, /dev/zero) from eating memory.
+constexpr size_t kMaxScenarioBytes = size_t{16} << 20;
+
+// What luaL_loadfile skips and luaL_loadbuffer does not: a UTF-8 BOM and a "#!" first line.
+// The first line is blanked, not removed, so line numbers stay right.
+std::string_view skip_bom(std::string_view source) {
+  if (source.substr(0, 3) == "\xEF\xBB\xBF") source.remove_prefix(3);
+  return source;
+}
+
+std::string blank_shebang(std::string_view source) {
+  std::string text(source);
+  if (text.empty() || text[0] != '#') return text;
+  const size_t end = text.find('\n');
+  text.replace(0, end == std::string::npos ? text.size() : end, "");
+  return text;
+}
+
+// Reads the whole file, or says why not (as "path: message": there is no line yet).
+bool read_file(const std::string& path, std::string& out, std::string& error) {
+  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) {
+    error = path + ": cannot open scenario: " + std::strerror(errno);
+    return false;
+  }
+  char buffer[65536];
+  size_t got = 0;
+  while ((got = std::fread(buffer, 1, sizeof buffer, file.get())) > 0) {
+    out.append(buffer, got);
+    if (out.size() > kMaxScenarioBytes) {
+      error = path + ": scenario file is larger than 16 MiB";
+      return false;
+    }
+  }
+  if (std::ferror(file.get()) != 0) {
+    error = path + ": cannot read scenario: " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+LoadResult load_scenario_file(const std::string& path, std::optional<uint64_t> seed_override) {
+  std::string source;
+  std::string error;
+  if (!read_file(path, source, error)) return {std::nullopt, error};
+  return load_scenario_source(source, path, seed_override);
+}
+
+LoadResult load_scenario_source(std::string_view source, const std::string& path,
+                                std::optional<uint64_t> seed_override) {
+  // The API outlives the sandbox: finalizers that run while the state closes may still call it.
+  ScenarioApi api(path, seed_override);
+  std::string error;
+  {
+    Sandbox sandbox;
+    sandbox.seed_random(seed_override.value_or(1));
+    api.install(sandbox.state());
+    error = sandbox.run(blank_shebang(skip_bom(source)), path);
+    if (error.empty()) error = api.finish();
+  }
+  if (!error.empty()) return {std::nullopt, error};
+  return {api.take(), ""};
 }
 
 }  // namespace faultline::lua

@@ -158,8 +158,13 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   // Worker 0 runs on this thread and also takes the signals and flushes the journal.
   uv_signal_t sigint, sigterm;
   uv_timer_t flush_timer;
-  auto stop_all = [&workers]() {
-    for (auto& w : workers) w->request_stop();
+  // The first signal starts a graceful stop; a second one closes every connection at once. Either
+  // way the journal is flushed and the report printed.
+  int signals_seen = 0;
+  auto stop_all = [&workers, &signals_seen]() {
+    const bool force = ++signals_seen > 1;
+    for (auto& w : workers) w->request_stop(force);
+    return force;
   };
   workers[0]->on_loop_start([&](uv_loop_t* loop) {
     for (uv_signal_t* sig : {&sigint, &sigterm}) {
@@ -167,8 +172,9 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
       sig->data = &stop_all;
     }
     auto on_signal = [](uv_signal_t* sig, int signum) {
-      spdlog::info("{} received, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
-      (*static_cast<decltype(stop_all)*>(sig->data))();
+      const bool forced = (*static_cast<decltype(stop_all)*>(sig->data))();
+      spdlog::info("{} received, {}", signum == SIGINT ? "SIGINT" : "SIGTERM",
+                   forced ? "closing every connection now" : "shutting down (signal again to close connections at once)");
     };
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
@@ -182,6 +188,10 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&flush_timer), nullptr);
+    // Other workers may still be closing: a late signal must not kill the process before the
+    // journal is flushed.
+    ::signal(SIGINT, SIG_IGN);
+    ::signal(SIGTERM, SIG_IGN);
   });
 
   std::vector<std::thread> pool;

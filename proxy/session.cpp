@@ -16,6 +16,7 @@ namespace {
 constexpr size_t kHighWater = 1024 * 1024;
 constexpr size_t kLowWater = 256 * 1024;
 constexpr uint64_t kConnectTimeoutMs = 5000;
+constexpr uint64_t kDrainMs = 2000;
 
 uv_handle_t* as_handle(auto* h) { return reinterpret_cast<uv_handle_t*>(h); }
 uv_stream_t* as_stream(auto* h) { return reinterpret_cast<uv_stream_t*>(h); }
@@ -87,18 +88,21 @@ struct Session::WriteReq {
   Side* side;
 };
 
+// abort(false): FIN both ways after what was already pushed. Reading goes on, discarding, until both
+// peers close or kDrainMs passes: closing a socket with unread input would send RST, and the client
+// could lose the bytes it was meant to get.
 void Session::Pipe::up_and_down_end() {
   Session* s = session;
-  for (Pipe* p : {s->up_.get(), s->down_.get()}) {
-    p->ended = true;
-    if (p->src->reading) {
-      uv_read_stop(as_stream(&p->src->tcp));
-      p->src->reading = false;
-    }
-    p->src->eof = true;
-  }
+  s->draining_ = true;
+  s->up_->ended = true;
+  s->down_->ended = true;
   s->shutdown_side(*s->upstream_);
   s->shutdown_side(*s->client_);
+  s->start_reading(*s->client_);
+  s->start_reading(*s->upstream_);
+  uv_timer_start(
+      &s->connect_timer_, [](uv_timer_t* t) { static_cast<Session*>(t->data)->close_all(false); }, kDrainMs, 0);
+  s->maybe_finish();
 }
 
 Session::Session(Worker& worker, ProxyRuntime& proxy)
@@ -288,6 +292,10 @@ void Session::start_reading(Side& side) {
 
 void Session::on_read(Side& side, ssize_t nread) {
   Pipe& pipe = *side.out;
+  if (nread > 0 && draining_) {
+    worker_.pool().give(std::move(side.read_buf));
+    return;
+  }
   if (nread > 0) {
     faults::Chunk chunk;
     chunk.buf = std::move(side.read_buf);
@@ -310,10 +318,12 @@ void Session::on_read(Side& side, ssize_t nread) {
   if (nread == UV_EOF) {
     side.eof = true;
     spdlog::debug("{} {} half-closed", tag(), side.name);
-    if (pipe.chain)
-      pipe.chain->end();
-    else
-      pipe.end();
+    if (!draining_) {
+      if (pipe.chain)
+        pipe.chain->end();
+      else
+        pipe.end();
+    }
     maybe_finish();
     return;
   }

@@ -59,6 +59,7 @@ class Session {
   bool resolving_ = false;
   bool connected_ = false;
   bool closing_ = false;
+  bool draining_ = false;  // aborted with FIN: discard input until both peers close
   int pending_closes_ = 0;
 };
 

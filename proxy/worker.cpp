@@ -65,27 +65,35 @@ bool Worker::run() {
   return rc == 0;
 }
 
-void Worker::request_stop() { uv_async_send(&stop_async_); }
+void Worker::request_stop(bool force) {
+  if (force) force_.store(true);
+  uv_async_send(&stop_async_);
+}
 
 void Worker::begin_stop() {
-  if (stopping_) return;
+  if (stopping_) {
+    if (force_.load() && !handles_closed_) close_sessions();
+    return;
+  }
   stopping_ = true;
   for (auto& l : listeners_) uv_close(as_handle(&l->handle), nullptr);
-  if (loop_stop_hook_) loop_stop_hook_();
   if (sessions_.empty()) {
     close_own_handles();
     return;
   }
+  if (force_.load()) {
+    close_sessions();
+    return;
+  }
   spdlog::info("waiting up to {} ms for {} open connection(s)", kGraceMs, sessions_.size());
   uv_timer_start(
-      &grace_timer_,
-      [](uv_timer_t* t) {
-        auto* w = static_cast<Worker*>(t->data);
-        // Copy: force_close may remove sessions from the set while we walk it.
-        std::vector<Session*> open(w->sessions_.begin(), w->sessions_.end());
-        for (Session* s : open) s->force_close();
-      },
-      kGraceMs, 0);
+      &grace_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->close_sessions(); }, kGraceMs, 0);
+}
+
+void Worker::close_sessions() {
+  // Copy: force_close removes sessions from the set (in close callbacks, but be safe).
+  std::vector<Session*> open(sessions_.begin(), sessions_.end());
+  for (Session* s : open) s->force_close();
 }
 
 void Worker::close_own_handles() {
@@ -93,6 +101,7 @@ void Worker::close_own_handles() {
   handles_closed_ = true;
   uv_close(as_handle(&grace_timer_), nullptr);
   uv_close(as_handle(&stop_async_), nullptr);
+  if (loop_stop_hook_) loop_stop_hook_();
 }
 
 }  // namespace faultline::proxy

@@ -27,10 +27,12 @@ class Worker {
 
   // Runs the loop until stopped and every handle is closed. Returns false on a setup failure.
   bool run();
-  // Thread-safe: stop accepting, give sessions the grace period, then close them.
-  void request_stop();
+  // Thread-safe: stop accepting, give sessions the grace period, then close them. With force, or
+  // when asked a second time, close them at once.
+  void request_stop(bool force = false);
   // Extra work on this loop (worker 0 takes signals and journal flushing).
   void on_loop_start(std::function<void(uv_loop_t*)> hook) { loop_start_hook_ = std::move(hook); }
+  // Runs when the worker closes its own handles, the last step before its loop ends.
   void on_loop_stop(std::function<void()> hook) { loop_stop_hook_ = std::move(hook); }
 
   uv_loop_t* loop() noexcept { return &loop_; }
@@ -50,6 +52,7 @@ class Worker {
     ProxyRuntime* proxy;
   };
   void begin_stop();
+  void close_sessions();
   void close_own_handles();
 
   Runtime& runtime_;
@@ -65,6 +68,7 @@ class Worker {
   std::function<void(uv_loop_t*)> loop_start_hook_;
   std::function<void()> loop_stop_hook_;
   bool stopping_ = false;
+  std::atomic<bool> force_{false};
   bool handles_closed_ = false;
 };
 

@@ -30,7 +30,7 @@ TEST_CASE("draws are pinned so every build and machine agrees") {
   CHECK(first == decide(1, "latency_downstream", "", 1).next());
 }
 
-TEST_CASE("uniform01 stays in [0,1) and is spread out") {
+TEST_CASE("uniform01 stays between 0 inclusive and 1 exclusive and is spread out") {
   auto rng = decide(7, "p", "", 1);
   int below_half = 0;
   for (int i = 0; i < 10000; ++i) {

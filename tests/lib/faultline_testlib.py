@@ -1,0 +1,674 @@
+"""Shared helpers for faultline's integration and e2e tests: the binary, servers, polling."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAULTLINE_BIN = os.environ.get("FAULTLINE_BIN") or os.path.normpath(
+    os.path.join(HERE, "..", "..", "build", "faultline"))
+
+LISTENING_RE = re.compile(r"proxy '([^']+)' listening on (\S+):(\d+)")
+READY_TEXT = "faultline ready"
+
+
+class FaultlineError(Exception):
+    """faultline did not start, or did not stop, as it should have."""
+
+
+# ---------------------------------------------------------------- polling
+
+def wait_until(predicate, timeout=5.0, interval=0.005, message="condition"):
+    """Polls predicate() until it is truthy; returns its value or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {message}")
+        time.sleep(interval)
+
+
+def wait_for_process(proc, timeout):
+    """Waits for proc to exit; returns its exit code or None if it is still running."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+# ---------------------------------------------------------------- sockets
+
+def free_port():
+    """A port the kernel just handed out; for servers other than faultline only."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def refused_port():
+    """(socket, port): a bound but not listening socket, so connects to port are refused
+    and nobody else can take the port while the socket is kept open."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
+def connect(addr, timeout=5.0):
+    s = socket.create_connection(addr, timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_exactly(sock, n, timeout=5.0):
+    """Reads exactly n bytes; raises AssertionError on EOF or deadline."""
+    deadline = time.monotonic() + timeout
+    chunks, got = [], 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out after {got} of {n} bytes")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(n - got, 1 << 20))
+        except socket.timeout:
+            continue
+        if not chunk:
+            raise AssertionError(f"connection closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def recv_until_closed(sock, timeout=5.0, bufsize=65536):
+    """Reads until the peer closes. Returns (data, how, t_end) where how is 'eof',
+    'reset' or 'timeout' and t_end is time.monotonic() when that was seen."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), "timeout", time.monotonic()
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(bufsize)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return b"".join(chunks), "reset", time.monotonic()
+        if not chunk:
+            return b"".join(chunks), "eof", time.monotonic()
+        chunks.append(chunk)
+
+
+def reset_close(sock):
+    """Closes with RST (SO_LINGER 0), as a crashing client would."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def echo_round_trip(sock, payload=b"ping", timeout=5.0):
+    """Seconds from sending payload until its echo is back in full."""
+    t0 = time.monotonic()
+    sock.sendall(payload)
+    got = recv_exactly(sock, len(payload), timeout)
+    elapsed = time.monotonic() - t0
+    if got != payload:
+        raise AssertionError(f"echo returned {got!r}, sent {payload!r}")
+    return elapsed
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- scenarios
+
+def tcp_proxy(name, upstream_port, var=None, listen="127.0.0.1:0"):
+    """Lua that declares one tcp proxy, bound to local `var` (default: the name)."""
+    var = var or name.replace("-", "_")
+    return (f'local {var} = proxy {{ name = "{name}", listen = "{listen}", '
+            f'upstream = "127.0.0.1:{upstream_port}", protocol = "tcp" }}\n')
+
+
+def toxic(var, type_, stream="downstream", **attrs):
+    fields = [f'type = "{type_}"', f'stream = "{stream}"']
+    for key, value in attrs.items():
+        fields.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    return f"{var}:toxic {{ {', '.join(fields)} }}\n"
+
+
+def read_journal(path):
+    """The journal's lines parsed, keys in file order (dicts keep insertion order)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------- faultline itself
+
+class Faultline:
+    """Runs `faultline SCENARIO.lua ARGS...` for the duration of a with-block.
+
+    The scenario is written to a fresh temp dir; "{tmp}" in ARGS stands for that dir
+    (e.g. "--journal", "{tmp}/j.jsonl"; read it back with path("j.jsonl")).
+    Entering waits for `faultline ready`; addr(name) is read from the log's
+    `proxy 'NAME' listening on HOST:PORT` lines.
+    """
+
+    def __init__(self, scenario_text, *args, ready_timeout=10.0, env=None):
+        self.scenario_text = scenario_text
+        self.ready_timeout = ready_timeout
+        self.env = env
+        self.tmpdir = tempfile.mkdtemp(prefix="faultline-test-")
+        self.args = [str(a).replace("{tmp}", self.tmpdir) for a in args]
+        self.scenario_path = os.path.join(self.tmpdir, "scenario.lua")
+        with open(self.scenario_path, "w", encoding="utf-8") as f:
+            f.write(scenario_text)
+        self.proc = None
+        self.returncode = None
+        self._lines = []
+        self._stdout = []
+        self._lock = threading.Lock()
+        self._readers = []
+        self._addrs = {}
+
+    # -- lifecycle
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def path(self, name):
+        return os.path.join(self.tmpdir, name)
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [FAULTLINE_BIN, self.scenario_path, *self.args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env)
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self._lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self._stdout), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if READY_TEXT in self.stderr_text():
+                break
+            if self.proc.poll() is not None:
+                for t in self._readers:
+                    t.join(timeout=2)
+                code = self.proc.returncode
+                self.close()
+                raise FaultlineError(
+                    f"faultline exited with {code} before '{READY_TEXT}':\n{self.stderr_text()}")
+            if time.monotonic() >= deadline:
+                text = self.stderr_text()
+                self.close()
+                raise FaultlineError(
+                    f"no '{READY_TEXT}' within {self.ready_timeout}s; stderr so far:\n{text}")
+            time.sleep(0.005)
+        for m in LISTENING_RE.finditer(self.stderr_text()):
+            host = m.group(2).strip("[]")
+            self._addrs[m.group(1)] = (host, int(m.group(3)))
+        return self
+
+    def _pump(self, stream, sink):
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                sink.append(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Sends sig, waits up to timeout; returns the exit code. A process that does not
+        exit in time is killed and FaultlineError raised."""
+        if self.proc is None:
+            return self.returncode
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = wait_for_process(self.proc, timeout)
+        if code is None:
+            self.proc.kill()
+            self.proc.wait()
+            self._finish()
+            raise FaultlineError(f"faultline did not exit within {timeout}s"
+                                 + (f" of {sig.name}" if sig is not None else ""))
+        self._finish()
+        return code
+
+    def wait(self, timeout=10.0):
+        """Waits for faultline to exit on its own (no signal); returns the exit code.
+        A process still running at the deadline is killed and FaultlineError raised."""
+        return self.stop(sig=None, timeout=timeout)
+
+    def _finish(self):
+        for t in self._readers:
+            t.join(timeout=5)
+        self.returncode = self.proc.returncode
+        self.proc = None
+
+    def close(self):
+        """Stops (killing if need be) and removes the temp dir; safe to call twice."""
+        if self.proc is not None:
+            try:
+                self.stop(timeout=5.0)
+            except FaultlineError:
+                pass
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    # -- what it said
+    def addr(self, name):
+        if name not in self._addrs:
+            raise AssertionError(f"no 'proxy '{name}' listening on' line; stderr:\n{self.stderr_text()}")
+        return self._addrs[name]
+
+    def stderr_text(self):
+        with self._lock:
+            return "".join(self._lines)
+
+    def stdout_text(self):
+        with self._lock:
+            return "".join(self._stdout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_for_log(self, pattern, timeout=5.0):
+        """Polls stderr until regex pattern matches; returns the match."""
+        rx = re.compile(pattern)
+        return wait_until(lambda: rx.search(self.stderr_text()), timeout,
+                          message=f"log line matching {pattern!r}")
+
+
+def run_faultline(args, timeout=20.0, cwd=None):
+    """Runs faultline to completion; CompletedProcess with text stdout/stderr."""
+    return subprocess.run([FAULTLINE_BIN, *[str(a) for a in args]], cwd=cwd, timeout=timeout,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+def run_check(scenario_text, *args, filename="scenario.lua", timeout=20.0):
+    """Writes scenario_text to a temp dir as filename and runs `faultline check filename`
+    there (the path is passed relative, as a user would type it). Returns
+    (CompletedProcess, filename)."""
+    tmpdir = tempfile.mkdtemp(prefix="faultline-check-")
+    try:
+        path = os.path.join(tmpdir, filename)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(scenario_text)
+        return run_faultline(["check", filename, *args], timeout=timeout, cwd=tmpdir), filename
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- upstream servers
+
+class TcpServer:
+    """A threaded TCP server on 127.0.0.1, port 0; handler(conn, record) runs per connection
+    in its own thread. `record` is a dict the handler may fill; records are kept in
+    accept order in self.records. close() closes everything and joins the threads."""
+
+    def __init__(self, handler=None):
+        self._handler = handler or (lambda conn, record: None)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.records = []
+        self.errors = []
+        self._conns = []
+        self._threads = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
+        self._acceptor.start()
+
+    @property
+    def addr(self):
+        return ("127.0.0.1", self.port)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def accepted(self):
+        with self._lock:
+            return len(self.records)
+
+    def _accept_loop(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            record = {"accepted_at": time.monotonic()}
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self.records.append(record)
+                self._conns.append(conn)
+                t = threading.Thread(target=self._serve, args=(conn, record), daemon=True)
+                self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn, record):
+        try:
+            self._handler(conn, record)
+        except OSError as e:
+            record["error"] = e
+        except Exception as e:  # noqa: BLE001 - a test must see a handler bug
+            self.errors.append(e)
+            record["error"] = e
+        finally:
+            record.setdefault("closed_at", time.monotonic())
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._conns)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._acceptor.join(timeout=5)
+        for t in list(self._threads):
+            t.join(timeout=5)
+
+
+def _echo(conn, record):
+    received = 0
+    while True:
+        data = conn.recv(1 << 18)
+        if not data:
+            record["eof_at"] = time.monotonic()
+            break
+        received += len(data)
+        record["received"] = received
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+
+
+class EchoServer(TcpServer):
+    """Echoes every byte; on the client's EOF it half-closes back."""
+
+    def __init__(self):
+        super().__init__(_echo)
+
+
+class SinkServer(TcpServer):
+    """Reads until EOF; each record gets 'received' (bytes count) and 'sha256'."""
+
+    def __init__(self):
+        def sink(conn, record):
+            h, n = hashlib.sha256(), 0
+            while True:
+                data = conn.recv(1 << 18)
+                if not data:
+                    break
+                h.update(data)
+                n += len(data)
+                record["received"] = n
+            record["sha256"] = h.hexdigest()
+            record["eof_at"] = time.monotonic()
+        super().__init__(sink)
+
+
+class SourceServer(TcpServer):
+    """Sends payload on accept; then, by `then`: 'close' (record 'closing_at' just before
+    close()), 'shutdown' (half-close, keep reading until EOF) or 'hold' (stay open,
+    reading, until the client goes away or the server closes)."""
+
+    def __init__(self, payload, then="close"):
+        def source(conn, record):
+            conn.sendall(payload)
+            record["sent_at"] = time.monotonic()
+            if then == "close":
+                record["closing_at"] = time.monotonic()
+                conn.close()
+                record["closed_at"] = time.monotonic()
+                return
+            if then == "shutdown":
+                conn.shutdown(socket.SHUT_WR)
+            while conn.recv(65536):
+                pass
+            record["eof_at"] = time.monotonic()
+        super().__init__(source)
+
+
+# ---------------------------------------------------------------- real servers
+
+def _terminate(proc, timeout=10.0):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    if wait_for_process(proc, timeout) is None:
+        proc.kill()
+        proc.wait()
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 on a free port (retried on collision), no persistence."""
+
+    def __init__(self, start_timeout=10.0):
+        self.tmpdir = tempfile.mkdtemp(prefix="faultline-redis-")
+        self.proc = None
+        self.port = None
+        for _ in range(5):
+            port = free_port()
+            log = open(os.path.join(self.tmpdir, "redis.log"), "ab")
+            proc = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--dir", self.tmpdir, "--daemonize", "no",
+                 "--protected-mode", "no"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
+            if self._wait_ready(proc, port, start_timeout):
+                self.proc, self.port = proc, port
+                return
+            _terminate(proc)
+        self.stop()
+        raise RuntimeError("redis-server did not start:\n" + self.log_text())
+
+    def _wait_ready(self, proc, port, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False  # port collision or bad config: the caller retries
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    @property
+    def addr(self):
+        return ("127.0.0.1", self.port)
+
+    def log_text(self):
+        try:
+            with open(os.path.join(self.tmpdir, "redis.log"), encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def stop(self):
+        _terminate(self.proc)
+        self.proc = None
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def postgres_bindir():
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
+        d = out.stdout.strip()
+        if out.returncode == 0 and os.path.exists(os.path.join(d, "pg_ctl")):
+            return d
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    base = "/usr/lib/postgresql"
+    if os.path.isdir(base):
+        for v in sorted(os.listdir(base), key=lambda s: [int(x) for x in re.findall(r"\d+", s)],
+                        reverse=True):
+            d = os.path.join(base, v, "bin")
+            if os.path.exists(os.path.join(d, "pg_ctl")):
+                return d
+    raise RuntimeError("no PostgreSQL binaries (pg_config --bindir, /usr/lib/postgresql/*/bin)")
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 on a free port, trust auth, superuser
+    'postgres'. As root, initdb and postgres run as the postgres user (runuser)."""
+
+    def __init__(self, start_timeout=30.0):
+        self.bindir = postgres_bindir()
+        self.tmpdir = tempfile.mkdtemp(prefix="faultline-pg-")
+        self.datadir = os.path.join(self.tmpdir, "data")
+        self.logfile = os.path.join(self.tmpdir, "postgres.log")
+        self.port = None
+        self._as_user = []
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.tmpdir, pw.pw_uid, pw.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        try:
+            self._run("initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
+                      "--no-sync", "-E", "UTF8", "--locale=C", timeout=120)
+            for _ in range(5):
+                port = free_port()
+                opts = (f"-p {port} -k {self.tmpdir} -c listen_addresses=127.0.0.1 "
+                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+                started = self._run("pg_ctl", "-D", self.datadir, "-l", self.logfile, "-o", opts,
+                                    "-w", "-t", str(int(start_timeout)), "start",
+                                    check=False, timeout=start_timeout + 10)
+                if started.returncode == 0 and self._wait_ready(port, start_timeout):
+                    self.port = port
+                    return
+                self._pg_stop()
+            raise RuntimeError("postgres did not start:\n" + self.log_text())
+        except BaseException:
+            self.stop()
+            raise
+
+    def _run(self, tool, *args, check=True, timeout=60):
+        cmd = [*self._as_user, os.path.join(self.bindir, tool), *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL, cwd=self.tmpdir)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def _wait_ready(self, port, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run([os.path.join(self.bindir, "pg_isready"), "-h", "127.0.0.1",
+                                  "-p", str(port), "-t", "2"], capture_output=True, timeout=10)
+            if out.returncode == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _pg_stop(self):
+        if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            out = self._run("pg_ctl", "-D", self.datadir, "-m", "fast", "-w", "-t", "30", "stop",
+                            check=False, timeout=60)
+            if out.returncode != 0:
+                self._kill_postmaster()
+
+    def _kill_postmaster(self):
+        try:
+            with open(os.path.join(self.datadir, "postmaster.pid"), encoding="utf-8") as f:
+                pid = int(f.readline())
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda: not _pid_alive(pid), timeout=10, message=f"postgres {pid} to exit")
+        except (OSError, ValueError, AssertionError):
+            pass
+
+    @property
+    def addr(self):
+        return ("127.0.0.1", self.port)
+
+    def dsn(self, addr=None):
+        host, port = addr or self.addr
+        return f"host={host} port={port} user=postgres dbname=postgres connect_timeout=10"
+
+    def log_text(self):
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def stop(self):
+        if os.path.isdir(self.datadir):
+            self._pg_stop()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        self.port = None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is gone for our purposes once reaped elsewhere.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
