@@ -34,8 +34,8 @@ class Buffer {
 // Per-loop free list of equally sized buffers: no allocation per read on the hot path.
 class BufferPool {
  public:
-  static constexpr size_t kDefaultSize = 64 * 1024;
-  explicit BufferPool(size_t buffer_size = kDefaultSize, size_t max_free = 256)
+  static constexpr size_t kDefaultSize = 256 * 1024;
+  explicit BufferPool(size_t buffer_size = kDefaultSize, size_t max_free = 32)
       : buffer_size_(buffer_size), max_free_(max_free) {}
   Buffer take() {
     if (free_.empty()) return Buffer(buffer_size_);

@@ -17,6 +17,7 @@ constexpr size_t kHighWater = 1024 * 1024;
 constexpr size_t kLowWater = 256 * 1024;
 constexpr uint64_t kConnectTimeoutMs = 5000;
 constexpr uint64_t kDrainMs = 2000;
+constexpr size_t kSmallChunk = 64 * 1024;
 
 uv_handle_t* as_handle(auto* h) { return reinterpret_cast<uv_handle_t*>(h); }
 uv_stream_t* as_stream(auto* h) { return reinterpret_cast<uv_stream_t*>(h); }
@@ -304,6 +305,13 @@ void Session::on_read(Side& side, ssize_t nread) {
     pipe.offset += static_cast<uint64_t>(nread);
     if (pipe.chain) {
       chunk.arrived_us = uv_hrtime() / 1000;
+      // Toxics may hold chunks for a while (latency, bandwidth): a small read must not pin a whole
+      // pooled buffer, or 1 MiB of held 10-byte replies would pin gigabytes.
+      if (chunk.len < kSmallChunk) {
+        faults::Buffer exact = faults::Buffer::copy_of(chunk.view());
+        worker_.pool().give(std::move(chunk.buf));
+        chunk.buf = std::move(exact);
+      }
       pipe.chain->push(std::move(chunk));
     } else {
       pipe.push(std::move(chunk));
