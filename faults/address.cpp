@@ -28,8 +28,8 @@ std::optional<HostPort> parse_host_port(std::string_view text, std::string* why)
   }
   if (hp.host.empty()) return fail("missing host before ':'");
   for (char c : hp.host) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '-' || c == ':' || c == '_' || c == '%';
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+              c == ':' || c == '_' || c == '%';
     if (!ok) return fail("invalid character in host '" + hp.host + "'");
   }
   unsigned port = 0;

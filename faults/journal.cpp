@@ -30,8 +30,7 @@ bool Journal::open(const std::string& path, std::string* why) {
 uint64_t Journal::record(const Entry& fields) {
   std::lock_guard lock(mu_);
   const uint64_t seq = lines_.size() + 1;
-  const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   Entry line;
   line["seq"] = seq;
   line["t_ms"] = std::round(ms * 10.0) / 10.0;

@@ -5,17 +5,19 @@ namespace faultline::faults {
 
 const char* to_string(Protocol p) noexcept {
   switch (p) {
-    case Protocol::tcp: return "tcp";
-    case Protocol::http: return "http";
-    case Protocol::redis: return "redis";
-    case Protocol::postgres: return "postgres";
+    case Protocol::tcp:
+      return "tcp";
+    case Protocol::http:
+      return "http";
+    case Protocol::redis:
+      return "redis";
+    case Protocol::postgres:
+      return "postgres";
   }
   return "tcp";
 }
 
-const char* to_string(Stream s) noexcept {
-  return s == Stream::upstream ? "upstream" : "downstream";
-}
+const char* to_string(Stream s) noexcept { return s == Stream::upstream ? "upstream" : "downstream"; }
 
 std::optional<Protocol> protocol_from(std::string_view s) noexcept {
   if (s == "tcp") return Protocol::tcp;

@@ -43,9 +43,9 @@ class ToxicOutput {
 // Identity of the connection a toxic acts on, for deterministic draws (SPEC §3).
 struct ToxicContext {
   uint64_t seed = 1;
-  std::string proxy;       // proxy name
-  std::string toxic;       // toxic name
-  uint64_t connection = 0; // ordinal of the connection within its proxy, 1-based
+  std::string proxy;        // proxy name
+  std::string toxic;        // toxic name
+  uint64_t connection = 0;  // ordinal of the connection within its proxy, 1-based
 };
 
 class Toxic {

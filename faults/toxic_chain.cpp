@@ -13,13 +13,18 @@ class ToxicChain::Link final : public ToxicOutput {
   Link(ToxicOutput& sink, bool& closing) : sink_(sink), closing_(closing) {}
   void set_next(Toxic* next) { next_ = next; }
   void push(Chunk chunk) override {
-    if (next_) next_->on_data(std::move(chunk));
-    else sink_.push(std::move(chunk));
+    if (next_)
+      next_->on_data(std::move(chunk));
+    else
+      sink_.push(std::move(chunk));
   }
   void end() override {
-    if (next_) next_->on_end();
-    else if (closing_) sink_.abort(false);
-    else sink_.end();
+    if (next_)
+      next_->on_end();
+    else if (closing_)
+      sink_.abort(false);
+    else
+      sink_.end();
   }
   void abort(bool rst) override {
     if (rst || !next_) {
@@ -36,8 +41,7 @@ class ToxicChain::Link final : public ToxicOutput {
   Toxic* next_ = nullptr;  // null for the tail, the output of the last stage
 };
 
-ToxicChain::ToxicChain(const std::vector<const ToxicSpec*>& specs, ToxicContext ctx, ToxicEnv& env,
-                       ToxicOutput& sink)
+ToxicChain::ToxicChain(const std::vector<const ToxicSpec*>& specs, ToxicContext ctx, ToxicEnv& env, ToxicOutput& sink)
     : sink_(sink) {
   // Build back to front so each stage can be handed its output at construction.
   std::vector<std::unique_ptr<Toxic>> reversed;

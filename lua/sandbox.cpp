@@ -38,7 +38,9 @@ int math_random(lua_State* L) {
   lua_Integer low = 1;
   lua_Integer up = 0;
   switch (lua_gettop(L)) {
-    case 0: lua_pushnumber(L, rng.uniform01()); return 1;
+    case 0:
+      lua_pushnumber(L, rng.uniform01());
+      return 1;
     case 1:
       up = luaL_checkinteger(L, 1);
       if (up == 0) {  // math.random(0): an integer with all bits random
@@ -50,7 +52,8 @@ int math_random(lua_State* L) {
       low = luaL_checkinteger(L, 1);
       up = luaL_checkinteger(L, 2);
       break;
-    default: return luaL_error(L, "wrong number of arguments");
+    default:
+      return luaL_error(L, "wrong number of arguments");
   }
   luaL_argcheck(L, low <= up, 1, "interval is empty");
   lua_pushinteger(L, rng.range(low, up));

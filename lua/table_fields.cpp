@@ -15,8 +15,10 @@ std::string describe_value(lua_State* L, int index) {
       lua_pop(L, 1);
       return text;
     }
-    case LUA_TSTRING: return std::string("'") + lua_tostring(L, index) + "'";
-    default: return luaL_typename(L, index);
+    case LUA_TSTRING:
+      return std::string("'") + lua_tostring(L, index) + "'";
+    default:
+      return luaL_typename(L, index);
   }
 }
 

@@ -5,8 +5,8 @@
 #include <random>
 #include <string>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "faults/address.h"
 #include "lua/scenario_loader.h"
@@ -72,7 +72,7 @@ void print_check(const Scenario& sc) {
   for (const auto& e : sc.expects) {
     const char* op = e.kind == faultline::faults::ExpectSpec::Kind::exactly    ? "fired"
                      : e.kind == faultline::faults::ExpectSpec::Kind::at_least ? "fired_at_least"
-                                                                                : "fired_at_most";
+                                                                               : "fired_at_most";
     std::printf("expect '%s' %s = %llu  (%s)\n", e.name.c_str(), op, static_cast<unsigned long long>(e.count),
                 e.where.c_str());
   }
@@ -142,8 +142,7 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     if (!is_loopback(hp->host) && o.admin_token.empty()) {
-      std::fprintf(stderr, "faultline: --admin %s is not loopback: set --admin-token to protect it\n",
-                   o.admin.c_str());
+      std::fprintf(stderr, "faultline: --admin %s is not loopback: set --admin-token to protect it\n", o.admin.c_str());
       return kExitUsage;
     }
   }
@@ -161,7 +160,6 @@ int main(int argc, char** argv) {
   so.threads = o.threads;
   so.journal_path = o.journal;
   so.replay_path = o.replay;
-  spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario,
-               loaded.scenario->seed);
+  spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario, loaded.scenario->seed);
   return faultline::proxy::run_server(std::move(*loaded.scenario), so);
 }

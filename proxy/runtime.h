@@ -26,7 +26,7 @@ struct ToxicRuntime {
 struct ProxyRuntime {
   const faults::ProxySpec* spec = nullptr;
   faults::HostPort upstream;
-  std::string bound;  // actual listen address, host:port
+  std::string bound;                     // actual listen address, host:port
   std::atomic<uint64_t> connections{0};  // ordinal of the latest accepted connection
   std::atomic<uint64_t> active{0};
   std::vector<std::unique_ptr<ToxicRuntime>> toxics;

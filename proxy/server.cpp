@@ -88,10 +88,10 @@ void report(Runtime& rt) {
         if (t->spec->name == ex.name) fired += t->fired.load();
     bool met = ex.kind == faults::ExpectSpec::Kind::exactly    ? fired == ex.count
                : ex.kind == faults::ExpectSpec::Kind::at_least ? fired >= ex.count
-                                                                : fired <= ex.count;
+                                                               : fired <= ex.count;
     const char* op = ex.kind == faults::ExpectSpec::Kind::exactly    ? "fired"
                      : ex.kind == faults::ExpectSpec::Kind::at_least ? "fired_at_least"
-                                                                      : "fired_at_most";
+                                                                     : "fired_at_most";
     if (met)
       spdlog::info("expectation met: '{}' {} = {} (fired {}) at {}", ex.name, op, ex.count, fired, ex.where);
     else
@@ -173,16 +173,18 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     }
     auto on_signal = [](uv_signal_t* sig, int signum) {
       const bool forced = (*static_cast<decltype(stop_all)*>(sig->data))();
-      spdlog::info("{} received, {}", signum == SIGINT ? "SIGINT" : "SIGTERM",
-                   forced ? "closing every connection now" : "shutting down (signal again to close connections at once)");
+      spdlog::info(
+          "{} received, {}", signum == SIGINT ? "SIGINT" : "SIGTERM",
+          forced ? "closing every connection now" : "shutting down (signal again to close connections at once)");
     };
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &flush_timer);
     flush_timer.data = &rt;
-    uv_timer_start(&flush_timer, [](uv_timer_t* t) { static_cast<Runtime*>(t->data)->journal.flush(); }, 200, 200);
-    spdlog::info("faultline ready: seed {}, {} proxy(ies), {} worker thread(s)", rt.scenario.seed,
-                 rt.proxies.size(), workers.size());
+    uv_timer_start(
+        &flush_timer, [](uv_timer_t* t) { static_cast<Runtime*>(t->data)->journal.flush(); }, 200, 200);
+    spdlog::info("faultline ready: seed {}, {} proxy(ies), {} worker thread(s)", rt.scenario.seed, rt.proxies.size(),
+                 workers.size());
   });
   workers[0]->on_loop_stop([&]() {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);

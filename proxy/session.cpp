@@ -33,12 +33,12 @@ struct Session::Side {
   uv_tcp_t tcp;
   Session* session = nullptr;
   const char* name = "";
-  bool open = false;     // uv_tcp_init done and not yet closed
+  bool open = false;  // uv_tcp_init done and not yet closed
   bool reading = false;
-  bool eof = false;      // its peer half-closed
-  bool shut = false;     // we half-closed it (shutdown completed)
+  bool eof = false;   // its peer half-closed
+  bool shut = false;  // we half-closed it (shutdown completed)
   bool shutting = false;
-  size_t queued = 0;     // bytes in uv_write requests not yet completed
+  size_t queued = 0;  // bytes in uv_write requests not yet completed
   faults::Buffer read_buf;
   uv_shutdown_t shutdown_req;
   struct Pipe* out = nullptr;  // the pipe that reads from this side
@@ -107,8 +107,12 @@ void Session::Pipe::up_and_down_end() {
 }
 
 Session::Session(Worker& worker, ProxyRuntime& proxy)
-    : worker_(worker), proxy_(proxy), client_(std::make_unique<Side>()), upstream_(std::make_unique<Side>()),
-      up_(std::make_unique<Pipe>()), down_(std::make_unique<Pipe>()) {
+    : worker_(worker),
+      proxy_(proxy),
+      client_(std::make_unique<Side>()),
+      upstream_(std::make_unique<Side>()),
+      up_(std::make_unique<Pipe>()),
+      down_(std::make_unique<Pipe>()) {
   client_->session = this;
   client_->name = "client";
   upstream_->session = this;
@@ -193,8 +197,7 @@ void Session::decide_toxics() {
   }
   faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
   if (!up_specs.empty()) up_->chain = std::make_unique<faults::ToxicChain>(up_specs, ctx, worker_.env(), *up_);
-  if (!down_specs.empty())
-    down_->chain = std::make_unique<faults::ToxicChain>(down_specs, ctx, worker_.env(), *down_);
+  if (!down_specs.empty()) down_->chain = std::make_unique<faults::ToxicChain>(down_specs, ctx, worker_.env(), *down_);
 }
 
 void Session::start_connect() {
@@ -415,7 +418,8 @@ void Session::shutdown_side(Side& side) {
     sd->shutting = false;
     sd->shut = true;
     if (s->closing_) return;
-    if (status < 0 && status != UV_ENOTCONN) spdlog::debug("{} shutdown {}: {}", s->tag(), sd->name, uv_strerror(status));
+    if (status < 0 && status != UV_ENOTCONN)
+      spdlog::debug("{} shutdown {}: {}", s->tag(), sd->name, uv_strerror(status));
     s->maybe_finish();
   });
   if (rc != 0) {

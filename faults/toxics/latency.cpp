@@ -103,8 +103,7 @@ class Latency final : public Toxic {
 
 }  // namespace
 
-std::unique_ptr<Toxic> make_latency(const ToxicSpec& spec, const ToxicContext& ctx, ToxicEnv& env,
-                                    ToxicOutput& out) {
+std::unique_ptr<Toxic> make_latency(const ToxicSpec& spec, const ToxicContext& ctx, ToxicEnv& env, ToxicOutput& out) {
   return std::make_unique<Latency>(spec, ctx, env, out);
 }
 

@@ -8,9 +8,7 @@ namespace faultline::faults::toxics {
 namespace {
 
 // Attribute in ms to µs; absurd values are capped (about 34 years) so the product cannot overflow.
-uint64_t ms_to_us(int64_t ms) {
-  return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000;
-}
+uint64_t ms_to_us(int64_t ms) { return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000; }
 
 // reset_peer.go reads one chunk and drops it, sleeps `timeout` without reading further, then
 // closes with SO_LINGER 0. Nothing ever passes: forwarded bytes would only let the peer finish
@@ -18,9 +16,7 @@ uint64_t ms_to_us(int64_t ms) {
 class ResetPeer final : public Toxic {
  public:
   ResetPeer(const ToxicSpec& spec, ToxicEnv& env, ToxicOutput& out)
-      : out_(out),
-        timeout_us_(ms_to_us(spec.attr("timeout"))),
-        timer_(env.make_timer([this] { reset(); })) {}
+      : out_(out), timeout_us_(ms_to_us(spec.attr("timeout"))), timer_(env.make_timer([this] { reset(); })) {}
 
   void on_data(Chunk) override { trigger(); }
   void on_end() override { trigger(); }
@@ -51,8 +47,7 @@ class ResetPeer final : public Toxic {
 
 }  // namespace
 
-std::unique_ptr<Toxic> make_reset_peer(const ToxicSpec& spec, const ToxicContext&, ToxicEnv& env,
-                                       ToxicOutput& out) {
+std::unique_ptr<Toxic> make_reset_peer(const ToxicSpec& spec, const ToxicContext&, ToxicEnv& env, ToxicOutput& out) {
   return std::make_unique<ResetPeer>(spec, env, out);
 }
 

@@ -8,16 +8,12 @@ namespace faultline::faults::toxics {
 namespace {
 
 // Attribute in ms to µs; absurd values are capped (about 34 years) so the product cannot overflow.
-uint64_t ms_to_us(int64_t ms) {
-  return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000;
-}
+uint64_t ms_to_us(int64_t ms) { return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000; }
 
 class SlowClose final : public Toxic {
  public:
   SlowClose(const ToxicSpec& spec, ToxicEnv& env, ToxicOutput& out)
-      : out_(out),
-        delay_us_(ms_to_us(spec.attr("delay"))),
-        timer_(env.make_timer([this] { out_.end(); })) {}
+      : out_(out), delay_us_(ms_to_us(spec.attr("delay"))), timer_(env.make_timer([this] { out_.end(); })) {}
 
   void on_data(Chunk chunk) override {
     if (ended_) return;
@@ -44,8 +40,7 @@ class SlowClose final : public Toxic {
 
 }  // namespace
 
-std::unique_ptr<Toxic> make_slow_close(const ToxicSpec& spec, const ToxicContext&, ToxicEnv& env,
-                                       ToxicOutput& out) {
+std::unique_ptr<Toxic> make_slow_close(const ToxicSpec& spec, const ToxicContext&, ToxicEnv& env, ToxicOutput& out) {
   return std::make_unique<SlowClose>(spec, env, out);
 }
 

@@ -8,16 +8,12 @@ namespace faultline::faults::toxics {
 namespace {
 
 // Attribute in ms to µs; absurd values are capped (about 34 years) so the product cannot overflow.
-uint64_t ms_to_us(int64_t ms) {
-  return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000;
-}
+uint64_t ms_to_us(int64_t ms) { return static_cast<uint64_t>(std::clamp<int64_t>(ms, 0, int64_t{1} << 40)) * 1000; }
 
 class Timeout final : public Toxic {
  public:
   Timeout(const ToxicSpec& spec, ToxicEnv& env, ToxicOutput& out)
-      : out_(out),
-        timeout_us_(ms_to_us(spec.attr("timeout"))),
-        timer_(env.make_timer([this] { fire(); })) {}
+      : out_(out), timeout_us_(ms_to_us(spec.attr("timeout"))), timer_(env.make_timer([this] { fire(); })) {}
 
   void start() override { restart(); }
 

@@ -57,291 +57,298 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Options {
-    std::string mode;
-    std::string host = "127.0.0.1";
-    int port = 0;
-    int conns = 1;
-    double secs = 0;
-    std::uint64_t bytes = 0;
-    std::size_t write_size = 64 * 1024;
+  std::string mode;
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int conns = 1;
+  double secs = 0;
+  std::uint64_t bytes = 0;
+  std::size_t write_size = 64 * 1024;
 };
 
 [[noreturn]] void die(const char* what) {
-    std::fprintf(stderr, "bench_bulk: %s: %s\n", what, std::strerror(errno));
-    std::exit(1);
+  std::fprintf(stderr, "bench_bulk: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
 }
 
 [[noreturn]] void usage(const char* msg) {
-    std::fprintf(stderr,
-                 "bench_bulk: %s\n"
-                 "usage: bench_bulk server|hold [--host H] [--port P]\n"
-                 "       bench_bulk client --port P [--host H] [--conns N] (--secs T | --bytes B) "
-                 "[--write-size W]\n"
-                 "       bench_bulk idle --port P [--host H] [--conns N]\n",
-                 msg);
-    std::exit(2);
+  std::fprintf(stderr,
+               "bench_bulk: %s\n"
+               "usage: bench_bulk server|hold [--host H] [--port P]\n"
+               "       bench_bulk client --port P [--host H] [--conns N] (--secs T | --bytes B) "
+               "[--write-size W]\n"
+               "       bench_bulk idle --port P [--host H] [--conns N]\n",
+               msg);
+  std::exit(2);
 }
 
 Options parse(int argc, char** argv) {
-    if (argc < 2) usage("missing mode");
-    Options o;
-    o.mode = argv[1];
-    for (int i = 2; i < argc; ++i) {
-        std::string_view a = argv[i];
-        if (i + 1 >= argc) usage("option without value");
-        const char* v = argv[++i];
-        if (a == "--host") o.host = v;
-        else if (a == "--port") o.port = std::atoi(v);
-        else if (a == "--conns") o.conns = std::atoi(v);
-        else if (a == "--secs") o.secs = std::atof(v);
-        else if (a == "--bytes") o.bytes = std::strtoull(v, nullptr, 10);
-        else if (a == "--write-size") o.write_size = std::strtoull(v, nullptr, 10);
-        else usage("unknown option");
-    }
-    if (o.conns < 1) usage("--conns must be >= 1");
-    if (o.write_size < 1) usage("--write-size must be >= 1");
-    return o;
+  if (argc < 2) usage("missing mode");
+  Options o;
+  o.mode = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (i + 1 >= argc) usage("option without value");
+    const char* v = argv[++i];
+    if (a == "--host")
+      o.host = v;
+    else if (a == "--port")
+      o.port = std::atoi(v);
+    else if (a == "--conns")
+      o.conns = std::atoi(v);
+    else if (a == "--secs")
+      o.secs = std::atof(v);
+    else if (a == "--bytes")
+      o.bytes = std::strtoull(v, nullptr, 10);
+    else if (a == "--write-size")
+      o.write_size = std::strtoull(v, nullptr, 10);
+    else
+      usage("unknown option");
+  }
+  if (o.conns < 1) usage("--conns must be >= 1");
+  if (o.write_size < 1) usage("--write-size must be >= 1");
+  return o;
 }
 
 sockaddr_in make_addr(const Options& o) {
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<std::uint16_t>(o.port));
-    if (inet_pton(AF_INET, o.host.c_str(), &sa.sin_addr) != 1) usage("--host must be an IPv4 address");
-    return sa;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<std::uint16_t>(o.port));
+  if (inet_pton(AF_INET, o.host.c_str(), &sa.sin_addr) != 1) usage("--host must be an IPv4 address");
+  return sa;
 }
 
 int listen_on(const Options& o) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in sa = make_addr(o);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) die("bind");
-    if (listen(fd, 4096) < 0) die("listen");
-    socklen_t len = sizeof sa;
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) < 0) die("getsockname");
-    std::printf("port=%d\n", ntohs(sa.sin_port));
-    std::fflush(stdout);
-    return fd;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in sa = make_addr(o);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) die("bind");
+  if (listen(fd, 4096) < 0) die("listen");
+  socklen_t len = sizeof sa;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) < 0) die("getsockname");
+  std::printf("port=%d\n", ntohs(sa.sin_port));
+  std::fflush(stdout);
+  return fd;
 }
 
 int connect_to(const sockaddr_in& sa) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) < 0) die("connect");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) < 0) die("connect");
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
 }
 
 void set_timeout(int fd, int opt, int seconds) {
-    timeval tv{};
-    tv.tv_sec = seconds;
-    setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv);
+  timeval tv{};
+  tv.tv_sec = seconds;
+  setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv);
 }
 
 // ---- server (sink) ---------------------------------------------------------
 
 void sink(int fd) {
-    std::vector<char> buf(256 * 1024);
-    std::uint64_t total = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf.data(), buf.size());
-        if (n > 0) {
-            total += static_cast<std::uint64_t>(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        break;
+  std::vector<char> buf(256 * 1024);
+  std::uint64_t total = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n > 0) {
+      total += static_cast<std::uint64_t>(n);
+      continue;
     }
-    // On a clean EOF, report the count. After a reset the write fails; fine.
-    std::string reply = std::to_string(total) + "\n";
-    (void)!write(fd, reply.data(), reply.size());
-    close(fd);
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  // On a clean EOF, report the count. After a reset the write fails; fine.
+  std::string reply = std::to_string(total) + "\n";
+  (void)!write(fd, reply.data(), reply.size());
+  close(fd);
 }
 
 int run_server(const Options& o) {
-    int lfd = listen_on(o);
-    for (;;) {
-        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            die("accept");
-        }
-        std::thread(sink, fd).detach();
+  int lfd = listen_on(o);
+  for (;;) {
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      die("accept");
     }
+    std::thread(sink, fd).detach();
+  }
 }
 
 // ---- hold ------------------------------------------------------------------
 
 int run_hold(const Options& o) {
-    int lfd = listen_on(o);
-    if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0) die("fcntl");
-    std::vector<int> held;
-    std::size_t reported = 0;
-    auto last_report = Clock::now();
-    for (;;) {
-        pollfd p{lfd, POLLIN, 0};
-        int r = poll(&p, 1, 20);
-        if (r < 0 && errno != EINTR) die("poll");
-        if (r > 0) {
-            for (;;) {
-                int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0) break;
-                held.push_back(fd);
-            }
-        }
-        auto now = Clock::now();
-        if (held.size() != reported && (r == 0 || now - last_report >= std::chrono::milliseconds(20))) {
-            reported = held.size();
-            last_report = now;
-            std::printf("accepted=%zu\n", reported);
-            std::fflush(stdout);
-        }
+  int lfd = listen_on(o);
+  if (fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) | O_NONBLOCK) < 0) die("fcntl");
+  std::vector<int> held;
+  std::size_t reported = 0;
+  auto last_report = Clock::now();
+  for (;;) {
+    pollfd p{lfd, POLLIN, 0};
+    int r = poll(&p, 1, 20);
+    if (r < 0 && errno != EINTR) die("poll");
+    if (r > 0) {
+      for (;;) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) break;
+        held.push_back(fd);
+      }
     }
+    auto now = Clock::now();
+    if (held.size() != reported && (r == 0 || now - last_report >= std::chrono::milliseconds(20))) {
+      reported = held.size();
+      last_report = now;
+      std::printf("accepted=%zu\n", reported);
+      std::fflush(stdout);
+    }
+  }
 }
 
 // ---- idle ------------------------------------------------------------------
 
 int run_idle(const Options& o) {
-    sockaddr_in sa = make_addr(o);
-    std::vector<int> fds;
-    fds.reserve(static_cast<std::size_t>(o.conns));
-    for (int i = 0; i < o.conns; ++i) {
-        fds.push_back(connect_to(sa));
-        if ((i + 1) % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    std::printf("connected=%d\n", o.conns);
-    std::fflush(stdout);
-    char c;
-    for (;;) {
-        ssize_t n = read(STDIN_FILENO, &c, 1);
-        if (n == 0 || (n < 0 && errno != EINTR)) break;
-    }
-    for (int fd : fds) close(fd);
-    return 0;
+  sockaddr_in sa = make_addr(o);
+  std::vector<int> fds;
+  fds.reserve(static_cast<std::size_t>(o.conns));
+  for (int i = 0; i < o.conns; ++i) {
+    fds.push_back(connect_to(sa));
+    if ((i + 1) % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::printf("connected=%d\n", o.conns);
+  std::fflush(stdout);
+  char c;
+  for (;;) {
+    ssize_t n = read(STDIN_FILENO, &c, 1);
+    if (n == 0 || (n < 0 && errno != EINTR)) break;
+  }
+  for (int fd : fds) close(fd);
+  return 0;
 }
 
 // ---- client ----------------------------------------------------------------
 
 struct ConnResult {
-    std::uint64_t sent = 0;
-    std::uint64_t recv = 0;
-    bool acked = false;
-    bool error = false;
-    Clock::time_point end{};
+  std::uint64_t sent = 0;
+  std::uint64_t recv = 0;
+  bool acked = false;
+  bool error = false;
+  Clock::time_point end{};
 };
 
-void pump(int fd, const Options& o, std::uint64_t quota, Clock::time_point deadline,
-          std::atomic<int>& ready, ConnResult& res) {
-    std::vector<char> buf(o.write_size, 'x');
-    ready.fetch_sub(1);
-    while (ready.load() > 0) std::this_thread::yield();
+void pump(int fd, const Options& o, std::uint64_t quota, Clock::time_point deadline, std::atomic<int>& ready,
+          ConnResult& res) {
+  std::vector<char> buf(o.write_size, 'x');
+  ready.fetch_sub(1);
+  while (ready.load() > 0) std::this_thread::yield();
 
-    set_timeout(fd, SO_SNDTIMEO, 10);
-    std::uint64_t checks = 0;
-    for (;;) {
-        std::size_t want = buf.size();
-        if (quota) {
-            if (res.sent >= quota) break;
-            want = static_cast<std::size_t>(std::min<std::uint64_t>(want, quota - res.sent));
-        } else if ((checks++ & 7) == 0 && Clock::now() >= deadline) {
-            break;
-        }
-        ssize_t n = write(fd, buf.data(), want);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            res.error = true;
-            break;
-        }
-        res.sent += static_cast<std::uint64_t>(n);
+  set_timeout(fd, SO_SNDTIMEO, 10);
+  std::uint64_t checks = 0;
+  for (;;) {
+    std::size_t want = buf.size();
+    if (quota) {
+      if (res.sent >= quota) break;
+      want = static_cast<std::size_t>(std::min<std::uint64_t>(want, quota - res.sent));
+    } else if ((checks++ & 7) == 0 && Clock::now() >= deadline) {
+      break;
     }
-    shutdown(fd, SHUT_WR);
+    ssize_t n = write(fd, buf.data(), want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      res.error = true;
+      break;
+    }
+    res.sent += static_cast<std::uint64_t>(n);
+  }
+  shutdown(fd, SHUT_WR);
 
-    // Wait for the server's count ("<bytes>\n"); bounded.
-    set_timeout(fd, SO_RCVTIMEO, 20);
-    std::string reply;
-    char tmp[64];
-    for (;;) {
-        ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n > 0) {
-            reply.append(tmp, static_cast<std::size_t>(n));
-            if (reply.find('\n') != std::string::npos) break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        break;
+  // Wait for the server's count ("<bytes>\n"); bounded.
+  set_timeout(fd, SO_RCVTIMEO, 20);
+  std::string reply;
+  char tmp[64];
+  for (;;) {
+    ssize_t n = read(fd, tmp, sizeof tmp);
+    if (n > 0) {
+      reply.append(tmp, static_cast<std::size_t>(n));
+      if (reply.find('\n') != std::string::npos) break;
+      continue;
     }
-    res.end = Clock::now();
-    if (!reply.empty() && reply.back() == '\n') {
-        res.recv = std::strtoull(reply.c_str(), nullptr, 10);
-        res.acked = true;
-    }
-    close(fd);
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  res.end = Clock::now();
+  if (!reply.empty() && reply.back() == '\n') {
+    res.recv = std::strtoull(reply.c_str(), nullptr, 10);
+    res.acked = true;
+  }
+  close(fd);
 }
 
 int run_client(const Options& o) {
-    if (o.port <= 0) usage("client needs --port");
-    if (o.secs <= 0 && o.bytes == 0) usage("client needs --secs or --bytes");
-    sockaddr_in sa = make_addr(o);
-    std::vector<int> fds;
-    for (int i = 0; i < o.conns; ++i) fds.push_back(connect_to(sa));
+  if (o.port <= 0) usage("client needs --port");
+  if (o.secs <= 0 && o.bytes == 0) usage("client needs --secs or --bytes");
+  sockaddr_in sa = make_addr(o);
+  std::vector<int> fds;
+  for (int i = 0; i < o.conns; ++i) fds.push_back(connect_to(sa));
 
-    std::vector<ConnResult> results(static_cast<std::size_t>(o.conns));
-    std::atomic<int> ready{o.conns + 1};
-    std::uint64_t quota = o.bytes ? std::max<std::uint64_t>(1, o.bytes / static_cast<std::uint64_t>(o.conns)) : 0;
-    // The deadline is fixed after every thread is up; threads read it only
-    // after the start barrier, so a plain variable published by it is enough.
-    Clock::time_point deadline{};
-    Clock::time_point start{};
-    std::vector<std::thread> threads;
-    std::atomic<bool> go{false};
-    for (int i = 0; i < o.conns; ++i) {
-        threads.emplace_back([&, i] {
-            while (!go.load()) std::this_thread::yield();
-            pump(fds[static_cast<std::size_t>(i)], o, quota, deadline, ready, results[static_cast<std::size_t>(i)]);
-        });
-    }
-    start = Clock::now();
-    deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.secs));
-    go.store(true);
-    ready.fetch_sub(1);
-    for (auto& t : threads) t.join();
+  std::vector<ConnResult> results(static_cast<std::size_t>(o.conns));
+  std::atomic<int> ready{o.conns + 1};
+  std::uint64_t quota = o.bytes ? std::max<std::uint64_t>(1, o.bytes / static_cast<std::uint64_t>(o.conns)) : 0;
+  // The deadline is fixed after every thread is up; threads read it only
+  // after the start barrier, so a plain variable published by it is enough.
+  Clock::time_point deadline{};
+  Clock::time_point start{};
+  std::vector<std::thread> threads;
+  std::atomic<bool> go{false};
+  for (int i = 0; i < o.conns; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go.load()) std::this_thread::yield();
+      pump(fds[static_cast<std::size_t>(i)], o, quota, deadline, ready, results[static_cast<std::size_t>(i)]);
+    });
+  }
+  start = Clock::now();
+  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.secs));
+  go.store(true);
+  ready.fetch_sub(1);
+  for (auto& t : threads) t.join();
 
-    std::uint64_t sent = 0, recv = 0;
-    bool acked = true;
-    int errors = 0;
-    Clock::time_point end = start;
-    for (const auto& r : results) {
-        sent += r.sent;
-        recv += r.recv;
-        acked = acked && r.acked;
-        errors += r.error ? 1 : 0;
-        end = std::max(end, r.end);
-    }
-    double secs = std::chrono::duration<double>(end - start).count();
-    double bps = secs > 0 ? static_cast<double>(acked ? recv : sent) / secs : 0.0;
-    std::printf(
-        "{\"conns\":%d,\"secs\":%.4f,\"sent_bytes\":%llu,\"recv_bytes\":%llu,"
-        "\"bytes_per_sec\":%.0f,\"acked\":%s,\"errors\":%d}\n",
-        o.conns, secs, static_cast<unsigned long long>(sent), static_cast<unsigned long long>(recv), bps,
-        acked ? "true" : "false", errors);
-    std::fflush(stdout);
-    return errors ? 1 : 0;
+  std::uint64_t sent = 0, recv = 0;
+  bool acked = true;
+  int errors = 0;
+  Clock::time_point end = start;
+  for (const auto& r : results) {
+    sent += r.sent;
+    recv += r.recv;
+    acked = acked && r.acked;
+    errors += r.error ? 1 : 0;
+    end = std::max(end, r.end);
+  }
+  double secs = std::chrono::duration<double>(end - start).count();
+  double bps = secs > 0 ? static_cast<double>(acked ? recv : sent) / secs : 0.0;
+  std::printf(
+      "{\"conns\":%d,\"secs\":%.4f,\"sent_bytes\":%llu,\"recv_bytes\":%llu,"
+      "\"bytes_per_sec\":%.0f,\"acked\":%s,\"errors\":%d}\n",
+      o.conns, secs, static_cast<unsigned long long>(sent), static_cast<unsigned long long>(recv), bps,
+      acked ? "true" : "false", errors);
+  std::fflush(stdout);
+  return errors ? 1 : 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::signal(SIGPIPE, SIG_IGN);
-    Options o = parse(argc, argv);
-    if (o.mode == "server") return run_server(o);
-    if (o.mode == "hold") return run_hold(o);
-    if (o.mode == "idle") {
-        if (o.port <= 0) usage("idle needs --port");
-        return run_idle(o);
-    }
-    if (o.mode == "client") return run_client(o);
-    usage("unknown mode");
+  std::signal(SIGPIPE, SIG_IGN);
+  Options o = parse(argc, argv);
+  if (o.mode == "server") return run_server(o);
+  if (o.mode == "hold") return run_hold(o);
+  if (o.mode == "idle") {
+    if (o.port <= 0) usage("idle needs --port");
+    return run_idle(o);
+  }
+  if (o.mode == "client") return run_client(o);
+  usage("unknown mode");
 }

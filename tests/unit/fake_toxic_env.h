@@ -182,8 +182,7 @@ inline Chunk make_chunk(std::string_view bytes, uint64_t offset, uint64_t arrive
 // One toxic under test, wired to a fake clock and a collecting output, fed like the proxy would:
 // offsets run on from the last chunk and arrival is the fake now.
 struct Rig {
-  explicit Rig(const std::string& type, const std::map<std::string, int64_t>& attrs = {},
-               ToxicContext ctx = make_ctx())
+  explicit Rig(const std::string& type, const std::map<std::string, int64_t>& attrs = {}, ToxicContext ctx = make_ctx())
       : spec(make_spec(type, attrs)), out(env) {
     toxic = find_toxic_type(type)->make(spec, ctx, env, out);
     toxic->start();

@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "faults/toxic_chain.h"
 #include "fake_toxic_env.h"
+#include "faults/toxic_chain.h"
 
 using namespace faultline::faults;
 using namespace faultline::faults::testing;

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "faults/decider.h"
 #include "fake_toxic_env.h"
+#include "faults/decider.h"
 
 using namespace faultline::faults;
 using namespace faultline::faults::testing;
