@@ -290,7 +290,13 @@ void Session::start_reading(Side& side) {
       },
       [](uv_stream_t* st, ssize_t nread, const uv_buf_t*) {
         auto* sd = static_cast<Side*>(st->data);
-        sd->session->on_read(*sd, nread);
+        Session* s = sd->session;
+        try {
+          s->on_read(*sd, nread);
+        } catch (const std::exception& e) {  // never across a libuv callback: close this session only
+          spdlog::error("{} closing after an internal error: {}", s->tag(), e.what());
+          s->close_all(false);
+        }
       });
 }
 

@@ -1,6 +1,8 @@
 // libuv timers for toxics: millisecond resolution from libuv, rounded up so a delay is never short.
 #include "proxy/uv_timer.h"
 
+#include <spdlog/spdlog.h>
+
 namespace faultline::proxy {
 
 // libuv's loop clock may be coarse (CLOCK_MONOTONIC_COARSE) and cached per iteration, so a timer can
@@ -43,7 +45,11 @@ void UvTimer::start(uint64_t delay_us) {
     }
     // Copy first: the callback may destroy the UvTimer (and with it on_fire).
     auto fire = block->on_fire;
-    fire();
+    try {
+      fire();
+    } catch (const std::exception& e) {  // never across a libuv callback
+      spdlog::error("toxic timer: internal error: {}", e.what());
+    }
   };
   arm(&block_->handle, delay_us, on_timer);
 }

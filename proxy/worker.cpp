@@ -52,7 +52,11 @@ bool Worker::run() {
           return;
         }
         if (lst->worker->stopping_) return;
-        Session::accept(*lst->worker, *lst->proxy, server);
+        try {
+          Session::accept(*lst->worker, *lst->proxy, server);
+        } catch (const std::exception& e) {  // e.g. out of memory: refuse this one, keep serving
+          spdlog::error("[{}] accept: internal error: {}", lst->proxy->spec->name, e.what());
+        }
       });
     }
     if (rc != 0) spdlog::error("[{}] listen: {}", l->proxy->spec->name, uv_strerror(rc));
