@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "faults/rule.h"
+
 namespace faultline::faults {
 
 enum class Protocol { tcp, http, redis, postgres };
@@ -37,12 +39,15 @@ struct ProxySpec {
   std::string upstream;  // host:port as written
   Protocol protocol = Protocol::tcp;
   std::vector<ToxicSpec> toxics;
+  std::vector<RuleSpec> rules;  // in declaration order
   std::string where;
 };
 
 struct ExpectSpec {
   enum class Kind { exactly, at_least, at_most };
+  enum class Target { rule, toxic };
   std::string name;  // a rule's name, or a toxic's name
+  Target target = Target::rule;
   Kind kind = Kind::exactly;
   uint64_t count = 0;
   std::string where;

@@ -376,6 +376,7 @@ int ScenarioApi::lua_expect(lua_State* L) {
   reject_unknown(fields, kExpectFields);
   faults::ExpectSpec spec;
   const bool names_toxic = read_expect_target(fields, spec);
+  spec.target = names_toxic ? faults::ExpectSpec::Target::toxic : faults::ExpectSpec::Target::rule;
   read_expect_count(fields, spec);
   spec.where = where_at(L, 1);
   api.scenario_.expects.push_back(std::move(spec));

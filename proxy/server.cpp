@@ -83,9 +83,10 @@ bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::stri
 void report(Runtime& rt) {
   for (const auto& ex : rt.scenario.expects) {
     uint64_t fired = 0;
-    for (const auto& p : rt.proxies)
-      for (const auto& t : p->toxics)
-        if (t->spec->name == ex.name) fired += t->fired.load();
+    if (ex.target == faults::ExpectSpec::Target::toxic)
+      for (const auto& p : rt.proxies)
+        for (const auto& t : p->toxics)
+          if (t->spec->name == ex.name) fired += t->fired.load();
     bool met = ex.kind == faults::ExpectSpec::Kind::exactly    ? fired == ex.count
                : ex.kind == faults::ExpectSpec::Kind::at_least ? fired >= ex.count
                                                                : fired <= ex.count;
