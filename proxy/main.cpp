@@ -69,6 +69,13 @@ void print_check(const Scenario& sc) {
                   faultline::faults::to_string(t.stream), t.toxicity, attrs.c_str(), t.where.c_str());
     }
   }
+  for (const auto& p : sc.proxies)
+    for (const auto& r : p.rules) {
+      std::string conds;
+      for (const auto& c : r.match) conds += (conds.empty() ? "" : ", ") + c.field;
+      std::printf("  rule '%s' on '%s': match {%s} -> %s  (%s)\n", r.name.c_str(), p.name.c_str(), conds.c_str(),
+                  r.action ? r.action->name() : "function", r.where.c_str());
+    }
   for (const auto& e : sc.expects) {
     const char* op = e.kind == faultline::faults::ExpectSpec::Kind::exactly    ? "fired"
                      : e.kind == faultline::faults::ExpectSpec::Kind::at_least ? "fired_at_least"
@@ -156,6 +163,16 @@ int main(int argc, char** argv) {
     print_check(*loaded.scenario);
     return 0;
   }
+  for (const auto& p : loaded.scenario->proxies)
+    if (!p.rules.empty()) {
+      // The loader validates rules (faultline check shows them), but no pipe applies them yet: running
+      // would silently inject nothing, so refuse rather than pretend.
+      std::fprintf(stderr,
+                   "%s: rules are validated but not enforced by this build yet (proxy '%s'); "
+                   "use 'faultline check' to validate them\n",
+                   p.rules.front().where.c_str(), p.name.c_str());
+      return kExitUsage;
+    }
   faultline::proxy::ServerOptions so;
   so.threads = o.threads;
   so.journal_path = o.journal;
