@@ -22,7 +22,8 @@ struct StringMatcher {
   Kind kind = Kind::exact;
   std::string text;
   std::vector<StringMatcher> any;
-  bool case_insensitive = false;  // set by the loader for fields compared without case (header names' values are not)
+  bool case_insensitive = false;  // set by the loader for fields compared without case (redis commands);
+                                  // applies to exact, prefix, pattern and to every member of an any_of
 
   bool matches(std::string_view subject) const;
 };
@@ -40,7 +41,7 @@ struct Schedule {
   enum class Kind { always, first, nth, after, every };
   Kind kind = Kind::always;
   uint64_t n = 0;              // first = N, after = N, every = N
-  std::vector<uint64_t> nths;  // nth = N or nth = {2, 5}
+  std::vector<uint64_t> nths;  // nth = N or nth = {2, 5} (the engine also accepts nth = N as n with empty nths)
   std::optional<double> probability;
   std::optional<uint64_t> times;                         // stop after N fires (per key value)
   std::optional<std::pair<double, double>> during;       // seconds since the scenario started, [from, to)
@@ -108,7 +109,8 @@ class ScriptHooks {
     uint64_t seed;
     std::string key;
   };
-  // An action function's result: an action, or nullopt for pass.
+  // An action function's result: an action, or nullopt when it returned nil — then this rule does not
+  // fire and the next rule is tried (the message passes if none fires).
   virtual std::optional<ActionSpec> action(int function_ref, const Message& msg, const CallContext& ctx,
                                            std::string* error) = 0;
 };
