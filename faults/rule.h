@@ -87,7 +87,7 @@ struct ActionSpec {
 };
 
 struct RuleSpec {
-  std::string name;  // unique in the scenario; default "<proxy>#<n>" (n-th rule of the proxy)
+  std::string name;  // unique in the scenario; default "<proxy>-<n>" (n-th rule of the proxy)
   std::vector<Condition> match;
   Schedule schedule;
   KeySpec key;

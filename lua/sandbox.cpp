@@ -17,6 +17,7 @@ namespace {
 constexpr int kHookEvery = 1000;
 
 constexpr const char* kTooLong = "scenario ran too long (infinite loop?)";
+constexpr const char* kCallTooLong = "rule function ran too long (infinite loop?)";
 
 // True when `message` already begins with "chunk:LINE:" (Lua's runtime errors and ours do;
 // error("x", 0) and errors raised from C without a Lua caller do not).
@@ -35,29 +36,7 @@ std::string mebibytes(size_t bytes) { return std::to_string(bytes >> 20) + " MiB
 // math.random with Lua 5.4's argument forms, drawn from the Decider so a seed replays it.
 int math_random(lua_State* L) {
   faults::Rng rng = Sandbox::of(L).next_random();
-  lua_Integer low = 1;
-  lua_Integer up = 0;
-  switch (lua_gettop(L)) {
-    case 0:
-      lua_pushnumber(L, rng.uniform01());
-      return 1;
-    case 1:
-      up = luaL_checkinteger(L, 1);
-      if (up == 0) {  // math.random(0): an integer with all bits random
-        lua_pushinteger(L, static_cast<lua_Integer>(rng.next()));
-        return 1;
-      }
-      break;
-    case 2:
-      low = luaL_checkinteger(L, 1);
-      up = luaL_checkinteger(L, 2);
-      break;
-    default:
-      return luaL_error(L, "wrong number of arguments");
-  }
-  luaL_argcheck(L, low <= up, 1, "interval is empty");
-  lua_pushinteger(L, rng.range(low, up));
-  return 1;
+  return push_random(L, rng);
 }
 
 // math.randomseed(x [, y]) restarts the sequence at a seed of the script's choosing;
@@ -148,6 +127,32 @@ void open_seeded_math(lua_State* L) {
 
 }  // namespace
 
+int push_random(lua_State* L, faults::Rng& rng) {
+  lua_Integer low = 1;
+  lua_Integer up = 0;
+  switch (lua_gettop(L)) {
+    case 0:
+      lua_pushnumber(L, rng.uniform01());
+      return 1;
+    case 1:
+      up = luaL_checkinteger(L, 1);
+      if (up == 0) {  // random(0): an integer with all bits random
+        lua_pushinteger(L, static_cast<lua_Integer>(rng.next()));
+        return 1;
+      }
+      break;
+    case 2:
+      low = luaL_checkinteger(L, 1);
+      up = luaL_checkinteger(L, 2);
+      break;
+    default:
+      return luaL_error(L, "wrong number of arguments");
+  }
+  luaL_argcheck(L, low <= up, 1, "interval is empty");
+  lua_pushinteger(L, rng.range(low, up));
+  return 1;
+}
+
 Sandbox::Sandbox(SandboxLimits limits) : limits_(limits) {
   L_ = lua_newstate(&Sandbox::allocate, this);
   if (L_ == nullptr) throw std::runtime_error("cannot create a Lua state");
@@ -183,21 +188,48 @@ void Sandbox::seed_random(uint64_t seed) noexcept {
 faults::Rng Sandbox::next_random() noexcept { return faults::decide(random_seed_, "math.random", "", random_draws_++); }
 
 std::string Sandbox::run(std::string_view source, const std::string& path) {
+  start_budget(limits_.instructions, kTooLong);
+  path_ = path;
+  const std::string chunk_name = "@" + path;
+  short_src_ = short_source(chunk_name);
+  const int base = lua_gettop(L_);
+  const int status = luaL_loadbufferx(L_, source.data(), source.size(), chunk_name.c_str(), "t");
+  if (status != LUA_OK) {
+    std::string error = describe_failure(status, path_, short_src_);
+    lua_settop(L_, base);
+    return error;
+  }
+  return protected_call(base + 1, 0, 0);
+}
+
+std::string Sandbox::call(int nargs, int nresults) {
+  start_budget(limits_.call_instructions, kCallTooLong);
+  return protected_call(lua_gettop(L_) - nargs, nargs, nresults);
+}
+
+void Sandbox::start_budget(uint64_t instructions, const char* too_long) noexcept {
   executed_ = 0;
+  budget_ = instructions;
+  too_long_ = too_long;
   tripped_.clear();
   allocation_failed_ = false;
   last_where_.clear();
   arm_hook(L_, kHookEvery);
+}
 
-  const std::string chunk_name = "@" + path;
-  const std::string short_src = short_source(chunk_name);
-  const int base = lua_gettop(L_);
+// Runs the function at `function_index` (arguments above it) under the message handler.
+std::string Sandbox::protected_call(int function_index, int nargs, int nresults) {
+  const int base = function_index - 1;
   lua_pushcfunction(L_, &Sandbox::message_handler);
-  int status = luaL_loadbufferx(L_, source.data(), source.size(), chunk_name.c_str(), "t");
-  if (status == LUA_OK) status = lua_pcall(L_, 0, 0, base + 1);
-  std::string error = status == LUA_OK ? "" : describe_failure(status, path, short_src);
-  lua_settop(L_, base);
-  return error;
+  lua_insert(L_, function_index);
+  const int status = lua_pcall(L_, nargs, nresults, function_index);
+  if (status != LUA_OK) {
+    std::string error = describe_failure(status, path_, short_src_);
+    lua_settop(L_, base);
+    return error;
+  }
+  lua_remove(L_, function_index);  // the handler, below the results
+  return "";
 }
 
 // What Lua calls the chunk in its own messages: long paths become "...tail".
@@ -270,8 +302,8 @@ void Sandbox::on_hook(lua_State* L, lua_Debug* ar) {
     executed_ += kHookEvery;
     if (allocation_failed_)
       tripped_ = "not enough memory (a scenario may use at most " + mebibytes(limits_.memory_bytes) + ")";
-    else if (executed_ > limits_.instructions)
-      tripped_ = kTooLong;
+    else if (executed_ > budget_)
+      tripped_ = too_long_;
     if (tripped_.empty()) {
       note_where(L);
       return;

@@ -7,6 +7,7 @@
 #include "faults/address.h"
 #include "faults/toxics/registry.h"
 #include "lua/lua_errors.h"
+#include "lua/rule_reader.h"
 #include "lua/sandbox.h"
 #include "lua/table_fields.h"
 
@@ -35,28 +36,16 @@ bool contains(const std::vector<std::string>& list, const std::string& item) {
 }
 
 template <typename Range, typename Name>
-std::string join(const Range& items, Name name) {
+std::string join_names(const Range& items, Name name) {
   std::string out;
   for (const auto& item : items) out += (out.empty() ? "" : ", ") + std::string(name(item));
   return out;
-}
-
-std::string join(const std::vector<std::string>& items) {
-  return join(items, [](const std::string& s) { return s; });
 }
 
 std::string format_number(double value) {
   char text[32];
   std::snprintf(text, sizeof text, "%.14g", value);
   return text;
-}
-
-// Names appear in environment variables, URLs of the control API and the journal.
-bool valid_name(std::string_view name) {
-  if (name.empty()) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-  });
 }
 
 void check_name(const TableFields& fields, const std::string& name) {
@@ -130,11 +119,11 @@ faults::ProxySpec read_proxy(TableFields& fields) {
 // --- toxics ---
 
 std::string toxic_type_names() {
-  return join(faults::toxic_types(), [](const faults::ToxicType& t) { return t.type; });
+  return join_names(faults::toxic_types(), [](const faults::ToxicType& t) { return t.type; });
 }
 
 std::string attribute_names(const faults::ToxicType& type) {
-  return join(type.attributes, [](const faults::AttributeSpec& a) { return a.name; });
+  return join_names(type.attributes, [](const faults::AttributeSpec& a) { return a.name; });
 }
 
 const faults::AttributeSpec* find_attribute(const faults::ToxicType& type, const std::string& name) {
@@ -366,8 +355,19 @@ int ScenarioApi::lua_toxic(lua_State* L) {
 }
 
 int ScenarioApi::lua_rule(lua_State* L) {
-  self(L).checked_proxy(L, "rule");
-  throw ScriptError("rules are not supported yet in this build");
+  ScenarioApi& api = self(L);
+  faults::ProxySpec& proxy = api.checked_proxy(L, "rule");
+  faults::RuleSpec spec = read_rule(L, 2, proxy);
+  spec.where = where_at(L, 1);
+  if (const faults::RuleSpec* other = api.find_rule(spec.name)) {
+    lua_pushliteral(L, "name");
+    const bool named = lua_rawget(L, 2) != LUA_TNIL;  // read_rule checked that argument 2 is a table
+    lua_pop(L, 1);
+    throw ScriptError("rule '" + spec.name + "': duplicate rule name (first declared at " + other->where + ")" +
+                      (named ? "" : "; this is the default name, give the rule a name = ..."));
+  }
+  proxy.rules.push_back(std::move(spec));
+  return 0;
 }
 
 int ScenarioApi::lua_expect(lua_State* L) {
@@ -408,9 +408,27 @@ std::string ScenarioApi::check_expect(const faults::ExpectSpec& expect, bool nam
     return "expect: no toxic named '" + expect.name + "'" +
            (names.empty() ? " (the scenario declares no toxics)" : " (toxics: " + names + ")");
   }
-  // No rules exist in this build, so a rule expectation can never be met.
+  if (find_rule(expect.name) != nullptr) return "";
+  if (toxic_exists)
+    return "expect: no rule named '" + expect.name + "' (there is a toxic of that name: write toxic = \"" +
+           expect.name + "\")";
+  const std::string names = rule_names();
   return "expect: no rule named '" + expect.name + "'" +
-         (toxic_exists ? " (there is a toxic of that name: write toxic = \"" + expect.name + "\")" : "");
+         (names.empty() ? " (the scenario declares no rules)" : " (rules: " + names + ")");
+}
+
+const faults::RuleSpec* ScenarioApi::find_rule(const std::string& name) const {
+  for (const auto& proxy : scenario_.proxies)
+    for (const auto& rule : proxy.rules)
+      if (rule.name == name) return &rule;
+  return nullptr;
+}
+
+std::string ScenarioApi::rule_names() const {
+  std::vector<std::string> names;
+  for (const auto& proxy : scenario_.proxies)
+    for (const auto& rule : proxy.rules) names.push_back(rule.name);
+  return join(names);
 }
 
 bool ScenarioApi::has_toxic(const std::string& name) const {

@@ -40,6 +40,8 @@ class ScenarioApi {
   void check_listen_unique(const faults::ProxySpec& spec) const;
   std::string check_expect(const faults::ExpectSpec& expect, bool names_toxic) const;
   bool has_toxic(const std::string& name) const;
+  const faults::RuleSpec* find_rule(const std::string& name) const;
+  std::string rule_names() const;
   std::string toxic_names() const;
 
   faults::Scenario scenario_;

@@ -6,8 +6,14 @@
 #include <cstring>
 #include <memory>
 
+#include "lua/actions.h"
+#include "lua/json_values.h"
+#include "lua/matchers.h"
+#include "lua/preludes.h"
+#include "lua/rule_reader.h"
 #include "lua/sandbox.h"
 #include "lua/scenario_api.h"
+#include "lua/script_hooks.h"
 
 namespace faultline::lua {
 
@@ -54,29 +60,58 @@ bool read_file(const std::string& path, std::string& out, std::string& error) {
   return true;
 }
 
+// Defines the scenario globals and runs every prelude; returns "" or what went wrong in a prelude.
+std::string prepare(Sandbox& sandbox, ScenarioApi& api) {
+  lua_State* L = sandbox.state();
+  api.install(L);
+  install_json(L);
+  install_matchers(L);
+  install_actions(L);
+  for (const Prelude& prelude : preludes()) {
+    std::string error = sandbox.run(prelude.source, "[prelude]/" + std::string(prelude.name));
+    if (!error.empty()) return error;
+    const std::string_view name = prelude.name;
+    register_constructors(L, std::string(name.substr(0, name.rfind('.'))).c_str());
+  }
+  return "";
+}
+
+bool uses_functions(const faults::Scenario& scenario) {
+  for (const auto& proxy : scenario.proxies)
+    for (const auto& rule : proxy.rules)
+      if (uses_function(rule)) return true;
+  return false;
+}
+
 }  // namespace
 
 LoadResult load_scenario_file(const std::string& path, std::optional<uint64_t> seed_override) {
   std::string source;
   std::string error;
-  if (!read_file(path, source, error)) return {std::nullopt, error};
+  if (!read_file(path, source, error)) return {std::nullopt, error, nullptr};
   return load_scenario_source(source, path, seed_override);
 }
 
 LoadResult load_scenario_source(std::string_view source, const std::string& path,
                                 std::optional<uint64_t> seed_override) {
   // The API outlives the sandbox: finalizers that run while the state closes may still call it.
-  ScenarioApi api(path, seed_override);
-  std::string error;
-  {
-    Sandbox sandbox;
-    sandbox.seed_random(seed_override.value_or(1));
-    api.install(sandbox.state());
-    error = sandbox.run(blank_shebang(skip_bom(source)), path);
-    if (error.empty()) error = api.finish();
+  auto api = std::make_unique<ScenarioApi>(path, seed_override);
+  auto sandbox = std::make_unique<Sandbox>();
+  sandbox->seed_random(seed_override.value_or(1));
+  std::string error = prepare(*sandbox, *api);
+  if (error.empty()) error = sandbox->run(blank_shebang(skip_bom(source)), path);
+  if (error.empty()) error = api->finish();
+  if (!error.empty()) {
+    sandbox.reset();
+    return {std::nullopt, error, nullptr};
   }
-  if (!error.empty()) return {std::nullopt, error};
-  return {api.take(), ""};
+  faults::Scenario scenario = api->take();
+  if (!uses_functions(scenario)) {
+    sandbox.reset();
+    return {std::move(scenario), "", nullptr};
+  }
+  auto hooks = std::make_shared<LuaScriptHooks>(std::move(api), std::move(sandbox), scenario);
+  return {std::move(scenario), "", std::move(hooks)};
 }
 
 }  // namespace faultline::lua

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,9 @@ namespace faultline::lua {
 struct LoadResult {
   std::optional<faults::Scenario> scenario;
   std::string error;  // "FILE:LINE: message" when scenario is empty
+  // The scenario's Lua state, kept for its rule and key functions (RuleSpec::action_function_ref,
+  // KeySpec::function_ref); null when the scenario declares no function. Keep it as long as the scenario.
+  std::shared_ptr<faults::ScriptHooks> hooks;
 };
 
 // Reads and runs the file at `path`; the chunk is named "@path" so errors read "path:LINE: ...".

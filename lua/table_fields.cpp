@@ -17,6 +17,18 @@ std::string describe_value(lua_State* L, int index) {
     }
     case LUA_TSTRING:
       return std::string("'") + lua_tostring(L, index) + "'";
+    case LUA_TUSERDATA: {
+      // Our values (matchers, actions, json.null, proxies) by what they are, not as "userdata".
+      std::string name;
+      const int type = luaL_getmetafield(L, index, "__name");  // pushes nothing when absent
+      if (type != LUA_TNIL) {
+        if (type == LUA_TSTRING) name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+      }
+      constexpr std::string_view ours = "faultline.";
+      if (name.rfind(ours, 0) == 0) return name.substr(ours.size());
+      return "userdata";
+    }
     default:
       return luaL_typename(L, index);
   }
@@ -37,6 +49,25 @@ TableFields::TableFields(lua_State* L, int index, std::string label, const char*
     lua_pop(L_, 1);
   }
   std::sort(names_.begin(), names_.end());
+}
+
+bool valid_name(std::string_view name) {
+  if (name.empty()) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+void TableFields::reject_unknown(const std::vector<std::string>& known) const {
+  for (const auto& name : names_)
+    if (std::find(known.begin(), known.end(), name) == known.end())
+      fail("unknown field '" + name + "' (valid fields: " + join(known) + ")");
 }
 
 bool TableFields::has(const std::string& name) const { return std::binary_search(names_.begin(), names_.end(), name); }

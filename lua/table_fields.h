@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <lua.hpp>
@@ -25,6 +26,8 @@ class TableFields {
   void set_label(std::string label) { label_ = std::move(label); }
   const std::string& label() const { return label_; }
   [[noreturn]] void fail(const std::string& message) const;
+  // Fails on the first field not in `known` (sorted), listing the valid ones.
+  void reject_unknown(const std::vector<std::string>& known) const;
 
   std::optional<std::string> string(const std::string& name) const;
   std::optional<double> number(const std::string& name) const;
@@ -43,5 +46,12 @@ class TableFields {
 
 // A value as a message shows it: numbers as written, strings quoted, else the type name.
 std::string describe_value(lua_State* L, int index);
+
+// Names of proxies and rules appear in environment variables, URLs of the control API and the
+// journal: letters, digits, '_' and '-', not empty.
+bool valid_name(std::string_view name);
+
+// "a, b, c".
+std::string join(const std::vector<std::string>& items);
 
 }  // namespace faultline::lua

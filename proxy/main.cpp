@@ -68,14 +68,13 @@ void print_check(const Scenario& sc) {
       std::printf("  toxic '%s': %s %s toxicity %g {%s}  (%s)\n", t.name.c_str(), t.type.c_str(),
                   faultline::faults::to_string(t.stream), t.toxicity, attrs.c_str(), t.where.c_str());
     }
-  }
-  for (const auto& p : sc.proxies)
     for (const auto& r : p.rules) {
       std::string conds;
       for (const auto& c : r.match) conds += (conds.empty() ? "" : ", ") + c.field;
-      std::printf("  rule '%s' on '%s': match {%s} -> %s  (%s)\n", r.name.c_str(), p.name.c_str(), conds.c_str(),
+      std::printf("  rule '%s': match {%s} -> %s  (%s)\n", r.name.c_str(), conds.c_str(),
                   r.action ? r.action->name() : "function", r.where.c_str());
     }
+  }
   for (const auto& e : sc.expects) {
     const char* op = e.kind == faultline::faults::ExpectSpec::Kind::exactly    ? "fired"
                      : e.kind == faultline::faults::ExpectSpec::Kind::at_least ? "fired_at_least"

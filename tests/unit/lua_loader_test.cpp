@@ -266,8 +266,8 @@ TEST_CASE("errors name the file and line of the mistake") {
   SECTION("tls is not supported yet") {
     require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', tls = 'auto' }", {"tls"});
   }
-  SECTION("rules are not supported yet") {
-    require_line3_error("p:rule { name = 'r', nth = 1 }", {"rules are not supported yet in this build"});
+  SECTION("a rule needs an action") {
+    require_line3_error("p:rule { name = 'r', nth = 1 }", {"rule 'r'", "missing field 'action'"});
   }
   SECTION("seed must be a non-negative integer") {
     require_line3_error("seed(-1)", {"seed", "non-negative integer", "-1"});
