@@ -274,36 +274,30 @@ int lua_http_respond(lua_State* L) {
   return push_action(L, std::move(spec), "http.respond");
 }
 
-int lua_http_truncate(lua_State* L) {
-  TableFields fields = table_argument(L, "http.truncate", "{ bytes = N }", {"bytes"});
-  faults::ActionSpec spec;
-  spec.type = Type::truncate;
-  spec.bytes = *option(fields, "bytes", 0, true);
-  return push_action(L, std::move(spec), "http.truncate");
-}
+// Actions whose one argument is { FIELD = N }: a descriptor each, one constructor for all.
+struct IntegerAction {
+  const char* full;
+  const char* usage;
+  const char* field;
+  int64_t min;
+  Type type;
+  int64_t faults::ActionSpec::*member;
+};
+constexpr IntegerAction kTruncate{"http.truncate", "{ bytes = N }",           "bytes", 0,
+                                  Type::truncate,  &faults::ActionSpec::bytes};
+constexpr IntegerAction kSseCut{"http.sse_cut", "{ after_events = N }",           "after_events", 0,
+                                Type::sse_cut,  &faults::ActionSpec::after_events};
+constexpr IntegerAction kSseDelay{"http.sse_delay", "{ ms = N }", "ms", 0, Type::sse_delay, &faults::ActionSpec::ms};
+constexpr IntegerAction kThrottle{"http.throttle", "{ bytes_per_second = N }",           "bytes_per_second", 1,
+                                  Type::throttle,  &faults::ActionSpec::bytes_per_second};
 
-int lua_http_sse_cut(lua_State* L) {
-  TableFields fields = table_argument(L, "http.sse_cut", "{ after_events = N }", {"after_events"});
+template <const IntegerAction& A>
+int lua_integer_action(lua_State* L) {
+  TableFields fields = table_argument(L, A.full, A.usage, {A.field});
   faults::ActionSpec spec;
-  spec.type = Type::sse_cut;
-  spec.after_events = *option(fields, "after_events", 0, true);
-  return push_action(L, std::move(spec), "http.sse_cut");
-}
-
-int lua_http_sse_delay(lua_State* L) {
-  TableFields fields = table_argument(L, "http.sse_delay", "{ ms = N }", {"ms"});
-  faults::ActionSpec spec;
-  spec.type = Type::sse_delay;
-  spec.ms = *option(fields, "ms", 0, true);
-  return push_action(L, std::move(spec), "http.sse_delay");
-}
-
-int lua_http_throttle(lua_State* L) {
-  TableFields fields = table_argument(L, "http.throttle", "{ bytes_per_second = N }", {"bytes_per_second"});
-  faults::ActionSpec spec;
-  spec.type = Type::throttle;
-  spec.bytes_per_second = *option(fields, "bytes_per_second", 1, true);
-  return push_action(L, std::move(spec), "http.throttle");
+  spec.type = A.type;
+  spec.*A.member = *option(fields, A.field, A.min, true);
+  return push_action(L, std::move(spec), A.full);
 }
 
 int lua_http_delay_response(lua_State* L) {
@@ -488,10 +482,10 @@ void install_actions(lua_State* L) {
   lua_createtable(L, 0, 6);
   set_constructors(L, -1,
                    {{"respond", "http.respond", guarded<lua_http_respond>},
-                    {"truncate", "http.truncate", guarded<lua_http_truncate>},
-                    {"sse_cut", "http.sse_cut", guarded<lua_http_sse_cut>},
-                    {"sse_delay", "http.sse_delay", guarded<lua_http_sse_delay>},
-                    {"throttle", "http.throttle", guarded<lua_http_throttle>},
+                    {"truncate", kTruncate.full, guarded<lua_integer_action<kTruncate>>},
+                    {"sse_cut", kSseCut.full, guarded<lua_integer_action<kSseCut>>},
+                    {"sse_delay", kSseDelay.full, guarded<lua_integer_action<kSseDelay>>},
+                    {"throttle", kThrottle.full, guarded<lua_integer_action<kThrottle>>},
                     {"delay_response", "http.delay_response", guarded<lua_http_delay_response>}});
   lua_setglobal(L, "http");
 
