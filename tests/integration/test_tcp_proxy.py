@@ -252,8 +252,9 @@ class TcpProxyTest(unittest.TestCase):
                 return False
             except ConnectionRefusedError:
                 return True
-            except TimeoutError:
-                # A SYN that races the listener's close can be dropped; the retry is refused.
+            except (TimeoutError, ConnectionResetError):
+                # A connection racing the listener's close is dropped (SYN lost) or reset (it was in the
+                # accept backlog when the listener closed); the next attempt is refused.
                 return False
         wait_until(refused, timeout=3.0, message="new connections to be refused after SIGTERM")
         self.assertEqual(recv_exactly(c, 9, timeout=3), b"in flight",
