@@ -481,16 +481,41 @@ def _terminate(proc, timeout=10.0):
         proc.wait()
 
 
-class RedisServer:
+class _RealServer:
+    """What the real-server fixtures share: a temp dir with a log file, and stop() on exit."""
+
+    logfile = None
+
+    @property
+    def addr(self):
+        return ("127.0.0.1", self.port)
+
+    def log_text(self):
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class RedisServer(_RealServer):
     """redis-server on 127.0.0.1 on a free port (retried on collision), no persistence."""
 
     def __init__(self, start_timeout=10.0):
         self.tmpdir = tempfile.mkdtemp(prefix="faultline-redis-")
+        self.logfile = os.path.join(self.tmpdir, "redis.log")
         self.proc = None
         self.port = None
         for _ in range(5):
             port = free_port()
-            log = open(os.path.join(self.tmpdir, "redis.log"), "ab")
+            log = open(self.logfile, "ab")
             proc = subprocess.Popen(
                 ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                  "--appendonly", "no", "--dir", self.tmpdir, "--daemonize", "no",
@@ -519,24 +544,6 @@ class RedisServer:
             time.sleep(0.02)
         return False
 
-    @property
-    def addr(self):
-        return ("127.0.0.1", self.port)
-
-    def log_text(self):
-        try:
-            with open(os.path.join(self.tmpdir, "redis.log"), encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
     def stop(self):
         _terminate(self.proc)
         self.proc = None
@@ -561,7 +568,7 @@ def postgres_bindir():
     raise RuntimeError("no PostgreSQL binaries (pg_config --bindir, /usr/lib/postgresql/*/bin)")
 
 
-class PostgresServer:
+class PostgresServer(_RealServer):
     """A throwaway PostgreSQL cluster on 127.0.0.1 on a free port, trust auth, superuser
     'postgres'. As root, initdb and postgres run as the postgres user (runuser)."""
 
@@ -630,27 +637,9 @@ class PostgresServer:
         except (OSError, ValueError, AssertionError):
             pass
 
-    @property
-    def addr(self):
-        return ("127.0.0.1", self.port)
-
     def dsn(self, addr=None):
         host, port = addr or self.addr
         return f"host={host} port={port} user=postgres dbname=postgres connect_timeout=10"
-
-    def log_text(self):
-        try:
-            with open(self.logfile, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
 
     def stop(self):
         if os.path.isdir(self.datadir):
