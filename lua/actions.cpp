@@ -116,31 +116,35 @@ int lua_delay(lua_State* L) {
   return push_action(L, std::move(spec), "delay");
 }
 
+// `name()` or `name { ... }`: nullopt for no argument, else the table's fields (unknown ones refused).
+std::optional<TableFields> optional_table(lua_State* L, const char* name, const char* shape,
+                                          const std::vector<std::string>& known) {
+  if (lua_gettop(L) == 0) return std::nullopt;
+  if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TTABLE)
+    throw ScriptError(std::string(name) + ": expected " + name + "() or " + name + " " + shape + ", got " + got(L, 1));
+  TableFields fields(L, 1, name, shape);
+  fields.reject_unknown(known);
+  return fields;
+}
+
 int lua_hang(lua_State* L) {
   faults::ActionSpec spec;
   spec.type = Type::hang;
-  if (lua_gettop(L) == 0) return push_action(L, std::move(spec), "hang");
-  if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TTABLE)
-    throw ScriptError("hang: expected hang() or hang { ms = N }, got " + got(L, 1));
-  TableFields fields(L, 1, "hang", "{ ms = N }");
-  fields.reject_unknown({"ms"});
-  spec.ms = option(fields, "ms", 1, false).value_or(0);
+  if (auto fields = optional_table(L, "hang", "{ ms = N }", {"ms"}))
+    spec.ms = option(*fields, "ms", 1, false).value_or(0);
   return push_action(L, std::move(spec), "hang");
 }
 
 int lua_drop(lua_State* L) {
   faults::ActionSpec spec;
   spec.type = Type::drop;
-  if (lua_gettop(L) == 0) return push_action(L, std::move(spec), "drop");
-  if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TTABLE)
-    throw ScriptError("drop: expected drop() or drop { after_forward = true }, got " + got(L, 1));
-  TableFields fields(L, 1, "drop", "{ after_forward = true }");
-  fields.reject_unknown({"after_forward"});
-  raw_field(L, 1, "after_forward");
-  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
-    fields.fail("after_forward must be true or false, got " + describe_value(L, -1));
-  spec.after_forward = lua_toboolean(L, -1) != 0;
-  lua_pop(L, 1);
+  if (auto fields = optional_table(L, "drop", "{ after_forward = true }", {"after_forward"})) {
+    raw_field(L, 1, "after_forward");
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+      fields->fail("after_forward must be true or false, got " + describe_value(L, -1));
+    spec.after_forward = lua_toboolean(L, -1) != 0;
+    lua_pop(L, 1);
+  }
   return push_action(L, std::move(spec), "drop");
 }
 
