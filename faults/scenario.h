@@ -33,11 +33,27 @@ struct ToxicSpec {
   }
 };
 
+// TLS termination on a proxy's listener (`tls = { cert = , key = }` or `tls = "auto"`).
+struct ListenTls {
+  enum class Mode { off, files, auto_cert };
+  Mode mode = Mode::off;
+  std::string cert;  // PEM files, for Mode::files
+  std::string key;
+};
+
 struct ProxySpec {
   std::string name;
   std::string listen;    // host:port as written
-  std::string upstream;  // host:port as written
+  std::string upstream;  // host:port (a URL's authority, its port filled in), or "mock"
   Protocol protocol = Protocol::tcp;
+  bool upstream_tls = false;  // https:// upstream
+  bool tls_verify = true;     // verify the https upstream's certificate (tls_verify = false opts out)
+  bool mock = false;          // upstream = "mock": requests no rule answers get the mock defaults
+  int64_t upstream_timeout_ms = 60000;  // http: no response head this long after a request → 504 (0 = none)
+  ListenTls tls;
+  // For mock proxies: the default answers, built by the openai_api prelude at load time.
+  std::optional<ActionSpec> mock_completion;  // POST .../chat/completions
+  std::optional<ActionSpec> mock_stream;      // the same with "stream": true
   std::vector<ToxicSpec> toxics;
   std::vector<RuleSpec> rules;  // in declaration order
   std::string where;

@@ -22,7 +22,7 @@ struct ProxyRef {
   size_t index;
 };
 
-const std::vector<std::string> kProxyFields = {"listen", "name", "protocol", "upstream"};
+const std::vector<std::string> kProxyFields = {"listen", "name", "protocol", "tls", "tls_verify", "upstream", "upstream_timeout"};
 const std::vector<std::string> kToxicFields = {"attributes", "name", "stream", "toxicity", "type"};
 const std::vector<std::string> kExpectFields = {"fired", "fired_at_least", "fired_at_most", "rule", "toxic"};
 const std::vector<std::pair<const char*, faults::ExpectSpec::Kind>> kExpectCounts = {
@@ -56,7 +56,6 @@ void check_name(const TableFields& fields, const std::string& name) {
 void reject_unknown(const TableFields& fields, const std::vector<std::string>& known) {
   for (const auto& name : fields.names())
     if (!contains(known, name)) {
-      if (name == "tls") fields.fail("tls is not supported yet in this build");
       fields.fail("unknown field '" + name + "' (valid fields: " + join(known) + ")");
     }
 }
@@ -68,25 +67,69 @@ faults::HostPort parse_address(const TableFields& fields, const char* field, con
   return *parsed;
 }
 
-// "http://host[:port][/]" for http proxies becomes "host:port"; any other URL is refused.
-std::string upstream_address(const TableFields& fields, const std::string& text, faults::Protocol protocol) {
-  if (text == "mock" || text.rfind("https://", 0) == 0) fields.fail("upstream '" + text + "' is not supported yet");
+// "http://host[:port][/]" and "https://host[:port][/]" for http proxies become "host:port" (https sets
+// upstream_tls); "mock" serves the openai_api defaults; any other URL is refused.
+void read_upstream(const TableFields& fields, const std::string& text, faults::ProxySpec& spec) {
+  if (text == "mock") {
+    if (spec.protocol != faults::Protocol::http)
+      fields.fail("upstream 'mock' needs protocol = \"http\" (it answers HTTP requests with openai_api mocks)");
+    spec.mock = true;
+    spec.upstream = "mock";
+    return;
+  }
   const auto scheme_end = text.find("://");
   if (scheme_end == std::string::npos) {
     parse_address(fields, "upstream", text);
-    return text;
+    spec.upstream = text;
+    return;
   }
-  if (text.rfind("http://", 0) != 0 || protocol != faults::Protocol::http)
+  const bool https = text.rfind("https://", 0) == 0;
+  if ((!https && text.rfind("http://", 0) != 0) || spec.protocol != faults::Protocol::http)
     fields.fail("upstream '" + text +
-                "': only a protocol = \"http\" proxy takes a URL (http://host:port); write host:port");
+                "': only a protocol = \"http\" proxy takes a URL (http:// or https://host:port); write host:port");
   std::string authority = text.substr(scheme_end + 3);
   if (!authority.empty() && authority.back() == '/') authority.pop_back();
   if (authority.find('/') != std::string::npos)
-    fields.fail("upstream '" + text + "' has a path; give only http://host:port (requests keep their own paths)");
+    fields.fail("upstream '" + text + "' has a path; give only " + (https ? "https" : "http") +
+                "://host:port (requests keep their own paths)");
   const bool has_port = authority.rfind(':') != std::string::npos && authority.back() != ']';
-  if (!has_port) authority += ":80";
+  if (!has_port) authority += https ? ":443" : ":80";
   parse_address(fields, "upstream", authority);
-  return authority;
+  spec.upstream = authority;
+  spec.upstream_tls = https;
+}
+
+// tls = { cert = "file.pem", key = "file.key" } or tls = "auto".
+void read_listen_tls(lua_State* L, const TableFields& fields, faults::ProxySpec& spec) {
+  const int type = fields.push("tls");
+  if (type == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (spec.protocol != faults::Protocol::http) {
+    lua_pop(L, 1);
+    fields.fail("tls (terminating TLS on the listener) needs protocol = \"http\"");
+  }
+  if (type == LUA_TSTRING) {
+    const std::string text = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    if (text != "auto") fields.fail("tls must be \"auto\" or { cert = \"file.pem\", key = \"file.key\" }, got '" + text + "'");
+    spec.tls.mode = faults::ListenTls::Mode::auto_cert;
+    return;
+  }
+  if (type != LUA_TTABLE) {
+    lua_pop(L, 1);
+    fields.fail("tls must be \"auto\" or { cert = \"file.pem\", key = \"file.key\" }");
+  }
+  const TableFields nested(L, -1, fields.label(), "tls = { cert = , key = }");
+  nested.reject_unknown({"cert", "key"});
+  const auto cert = nested.string("cert");
+  const auto key = nested.string("key");
+  lua_pop(L, 1);
+  if (!cert || !key) fields.fail("tls needs both cert and key (PEM file paths), or tls = \"auto\"");
+  spec.tls.mode = faults::ListenTls::Mode::files;
+  spec.tls.cert = *cert;
+  spec.tls.key = *key;
 }
 
 faults::Protocol read_protocol(const TableFields& fields) {
@@ -97,7 +140,7 @@ faults::Protocol read_protocol(const TableFields& fields) {
   return *protocol;
 }
 
-faults::ProxySpec read_proxy(TableFields& fields) {
+faults::ProxySpec read_proxy(lua_State* L, TableFields& fields) {
   reject_unknown(fields, kProxyFields);
   faults::ProxySpec spec;
   const auto name = fields.string("name");
@@ -112,7 +155,17 @@ faults::ProxySpec read_proxy(TableFields& fields) {
   spec.listen = *listen;
   const auto upstream = fields.string("upstream");
   if (!upstream) fields.fail("missing field 'upstream' (host:port to forward to)");
-  spec.upstream = upstream_address(fields, *upstream, spec.protocol);
+  read_upstream(fields, *upstream, spec);
+  if (const auto verify = fields.boolean("tls_verify")) {
+    if (!spec.upstream_tls) fields.fail("tls_verify applies to an https:// upstream only");
+    spec.tls_verify = *verify;
+  }
+  read_listen_tls(L, fields, spec);
+  if (const auto timeout = fields.integer("upstream_timeout")) {
+    if (spec.protocol != faults::Protocol::http) fields.fail("upstream_timeout applies to protocol = \"http\" proxies");
+    if (*timeout < 0) fields.fail("upstream_timeout must be >= 0 ms (0 = wait forever), got " + std::to_string(*timeout));
+    spec.upstream_timeout_ms = *timeout;
+  }
   return spec;
 }
 
@@ -302,7 +355,7 @@ int ScenarioApi::lua_seed(lua_State* L) {
 int ScenarioApi::lua_proxy(lua_State* L) {
   ScenarioApi& api = self(L);
   TableFields fields(L, 1, "proxy", "{ name = ..., listen = ..., upstream = ... }");
-  faults::ProxySpec spec = read_proxy(fields);
+  faults::ProxySpec spec = read_proxy(L, fields);
   spec.where = where_at(L, 1);
   api.add_proxy(L, std::move(spec));
   return 1;

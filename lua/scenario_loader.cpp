@@ -76,6 +76,35 @@ std::string prepare(Sandbox& sandbox, ScenarioApi& api) {
   return "";
 }
 
+// The answers of upstream = "mock" come from the openai_api prelude itself, so the mock and the presets
+// users call can never disagree on shape.
+constexpr const char* kMockDefaults = R"lua(
+  return openai_api.completion { content = "This is a mock response from faultline." },
+         openai_api.stream { chunks = { "This ", "is ", "a mock ", "response ", "from ", "faultline." } }
+)lua";
+
+std::string add_mock_defaults(Sandbox& sandbox, faults::Scenario& scenario) {
+  bool any = false;
+  for (const auto& proxy : scenario.proxies) any = any || proxy.mock;
+  if (!any) return "";
+  lua_State* L = sandbox.state();
+  const int top = lua_gettop(L);
+  if (luaL_loadstring(L, kMockDefaults) != LUA_OK || lua_pcall(L, 0, 2, 0) != LUA_OK) {
+    std::string error = std::string("[prelude]/mock defaults: ") + lua_tostring(L, -1);
+    lua_settop(L, top);
+    return error;
+  }
+  const faults::ActionSpec* completion = to_action(L, -2);
+  const faults::ActionSpec* stream = to_action(L, -1);
+  for (auto& proxy : scenario.proxies) {
+    if (!proxy.mock || !completion || !stream) continue;
+    proxy.mock_completion = *completion;
+    proxy.mock_stream = *stream;
+  }
+  lua_settop(L, top);
+  return "";
+}
+
 bool uses_functions(const faults::Scenario& scenario) {
   for (const auto& proxy : scenario.proxies)
     for (const auto& rule : proxy.rules)
@@ -106,6 +135,7 @@ LoadResult load_scenario_source(std::string_view source, const std::string& path
     return {std::nullopt, error, nullptr};
   }
   faults::Scenario scenario = api->take();
+  if (error = add_mock_defaults(*sandbox, scenario); !error.empty()) return {std::nullopt, error, nullptr};
   if (!uses_functions(scenario)) {
     sandbox.reset();
     return {std::move(scenario), "", nullptr};

@@ -74,6 +74,18 @@ bool TableFields::has(const std::string& name) const { return std::binary_search
 
 void TableFields::fail(const std::string& message) const { throw ScriptError(label_ + ": " + message); }
 
+std::optional<bool> TableFields::boolean(const std::string& name) const {
+  const int type = push(name);
+  if (type == LUA_TNIL) {
+    lua_pop(L_, 1);
+    return std::nullopt;
+  }
+  if (type != LUA_TBOOLEAN) fail_type(name, "field", "true or false");
+  const bool value = lua_toboolean(L_, -1) != 0;
+  lua_pop(L_, 1);
+  return value;
+}
+
 int TableFields::push(const std::string& name) const {
   lua_pushlstring(L_, name.data(), name.size());
   return lua_rawget(L_, index_);

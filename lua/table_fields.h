@@ -33,9 +33,10 @@ class TableFields {
   std::optional<double> number(const std::string& name) const;
   // A number with an integral value (3 and 3.0 both give 3); `noun` is "field" or "attribute".
   std::optional<int64_t> integer(const std::string& name, const char* noun = "field") const;
+  std::optional<bool> boolean(const std::string& name) const;
+  int push(const std::string& name) const;  // pushes t[name], returns its type
 
  private:
-  int push(const std::string& name) const;  // pushes t[name], returns its type
   [[noreturn]] void fail_type(const std::string& name, const char* noun, const char* expected) const;
 
   lua_State* L_;

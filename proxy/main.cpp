@@ -10,6 +10,7 @@
 
 #include "faults/address.h"
 #include "lua/scenario_loader.h"
+#include "proxy/ca.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 
@@ -85,6 +86,26 @@ void print_check(const Scenario& sc) {
   std::printf("ok\n");
 }
 
+struct CaOptions {
+  std::string dir = "certs";  // relative to the working directory, where tls = "auto" looks by default
+  bool force = false;
+};
+
+// `faultline ca init`: 0 created, 1 not (the reason on stderr).
+int ca_init_main(const CaOptions& o) {
+  std::string why;
+  if (!faultline::proxy::ca::init(o.dir, o.force, &why)) {
+    std::fprintf(stderr, "faultline ca init: %s\n", why.c_str());
+    return 1;
+  }
+  std::string cert = faultline::proxy::ca::cert_path(o.dir), key = faultline::proxy::ca::key_path(o.dir);
+  std::printf("created %s (CA certificate: give it to clients)\n", cert.c_str());
+  std::printf("created %s (CA private key, mode 0600: keep it secret, never commit it)\n", key.c_str());
+  std::printf("trust it: curl --cacert %s; Node: NODE_EXTRA_CA_CERTS=%s; Python: SSL_CERT_FILE=%s\n", cert.c_str(),
+              cert.c_str(), cert.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,8 +130,12 @@ int main(int argc, char** argv) {
   check->add_option("--seed", o.seed, "seed to validate with");
   auto* run = app.add_subcommand("run", "run CMD against the scenario's proxies (not available yet)");
   run->allow_extras();
-  auto* ca = app.add_subcommand("ca", "local certificate authority (not available yet)");
-  ca->allow_extras();
+  auto* ca = app.add_subcommand("ca", "local certificate authority for TLS listeners");
+  ca->require_subcommand(1);
+  CaOptions ca_opts;
+  auto* ca_init = ca->add_subcommand("init", "create DIR/ca.pem and DIR/ca.key");
+  ca_init->add_option("--dir", ca_opts.dir, "directory of the CA files")->capture_default_str();
+  ca_init->add_flag("--force", ca_opts.force, "replace an existing CA");
 
   try {
     app.parse(argc, argv);
@@ -122,9 +147,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "faultline: %s\nRun 'faultline --help' for usage.\n", e.what());
     return kExitUsage;
   }
-  if (run->parsed() || ca->parsed()) {
-    std::fprintf(stderr, "faultline: '%s' is not available in this build yet (see README, Status)\n",
-                 run->parsed() ? "run" : "ca");
+  if (ca_init->parsed()) return ca_init_main(ca_opts);
+  if (run->parsed()) {
+    std::fprintf(stderr, "faultline: 'run' is not available in this build yet (see README, Status)\n");
     return kExitUsage;
   }
   if (o.scenario.empty()) {
@@ -163,19 +188,29 @@ int main(int argc, char** argv) {
     return 0;
   }
   for (const auto& p : loaded.scenario->proxies)
-    if (!p.rules.empty()) {
-      // The loader validates rules (faultline check shows them), but no pipe applies them yet: running
-      // would silently inject nothing, so refuse rather than pretend.
+    if (!p.rules.empty() && p.protocol != faultline::faults::Protocol::http) {
+      // The loader validates redis and postgres rules (faultline check shows them), but those protocols are
+      // still proxied as bytes: running would silently inject nothing, so refuse rather than pretend.
       std::fprintf(stderr,
-                   "%s: rules are validated but not enforced by this build yet (proxy '%s'); "
+                   "%s: rules on a %s proxy are validated but not enforced by this build yet (proxy '%s'); "
                    "use 'faultline check' to validate them\n",
-                   p.rules.front().where.c_str(), p.name.c_str());
+                   p.rules.front().where.c_str(), faultline::faults::to_string(p.protocol), p.name.c_str());
+      return kExitUsage;
+    }
+  for (const auto& p : loaded.scenario->proxies)
+    if (!p.toxics.empty() && p.protocol == faultline::faults::Protocol::http) {
+      // Byte-level toxics run on tcp sessions; http sessions do not apply them yet. Refuse rather than pretend.
+      std::fprintf(stderr,
+                   "%s: toxics on an http proxy are not applied by this build yet (proxy '%s'); use http actions "
+                   "(delay, http.throttle, reset, ...) or a protocol = \"tcp\" proxy\n",
+                   p.toxics.front().where.c_str(), p.name.c_str());
       return kExitUsage;
     }
   faultline::proxy::ServerOptions so;
   so.threads = o.threads;
   so.journal_path = o.journal;
   so.replay_path = o.replay;
+  so.hooks = loaded.hooks;
   spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario, loaded.scenario->seed);
   return faultline::proxy::run_server(std::move(*loaded.scenario), so);
 }

@@ -14,7 +14,10 @@
 #include "faults/address.h"
 #include "faults/journal.h"
 #include "faults/replay.h"
+#include "faults/rule_engine.h"
 #include "faults/scenario.h"
+
+using SSL_CTX = struct ssl_ctx_st;
 
 namespace faultline::proxy {
 
@@ -30,10 +33,17 @@ struct ProxyRuntime {
   std::atomic<uint64_t> connections{0};  // ordinal of the latest accepted connection
   std::atomic<uint64_t> active{0};
   std::vector<std::unique_ptr<ToxicRuntime>> toxics;
+  std::unique_ptr<faults::RuleEngine> rules;  // null when the proxy has no rules
+  bool needs_body = false;                    // json matchers or functions (or a mock) read request bodies
+  std::string upstream_host_header;           // Host for the upstream: host, with :port unless the default
+  std::shared_ptr<SSL_CTX> upstream_tls;      // https upstream
+  std::shared_ptr<SSL_CTX> listen_tls;        // TLS termination on the listener
 };
 
 struct Runtime {
   faults::Scenario scenario;
+  std::shared_ptr<faults::ScriptHooks> hooks;  // the scenario's Lua functions (null without any)
+  uint64_t start_ns = 0;                       // uv_hrtime() when the proxies started: `during` counts from here
   faults::Journal journal;
   std::optional<faults::ReplaySet> replay;
   std::vector<std::unique_ptr<ProxyRuntime>> proxies;

@@ -9,12 +9,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/ca.h"
 #include "proxy/runtime.h"
+#include "proxy/tls.h"
 #include "proxy/worker.h"
 
 namespace faultline::proxy {
@@ -81,12 +84,24 @@ bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::stri
 }
 
 void report(Runtime& rt) {
+  for (const auto& p : rt.proxies) {
+    if (!p->rules) continue;
+    for (size_t i = 0; i < p->spec->rules.size(); ++i) {
+      const auto stats = p->rules->stats(i);
+      spdlog::info("rule '{}' (proxy '{}'): matched {}, fired {}", p->spec->rules[i].name, p->spec->name,
+                   stats.matched, stats.fired);
+    }
+  }
   for (const auto& ex : rt.scenario.expects) {
     uint64_t fired = 0;
-    if (ex.target == faults::ExpectSpec::Target::toxic)
-      for (const auto& p : rt.proxies)
+    for (const auto& p : rt.proxies) {
+      if (ex.target == faults::ExpectSpec::Target::toxic) {
         for (const auto& t : p->toxics)
           if (t->spec->name == ex.name) fired += t->fired.load();
+      } else if (p->rules) {
+        fired += p->rules->stats(ex.name).fired;
+      }
+    }
     bool met = ex.kind == faults::ExpectSpec::Kind::exactly    ? fired == ex.count
                : ex.kind == faults::ExpectSpec::Kind::at_least ? fired >= ex.count
                                                                : fired <= ex.count;
@@ -102,12 +117,68 @@ void report(Runtime& rt) {
     for (const auto& pos : rt.replay->unmet()) spdlog::warn("replay: recorded {} never came", pos);
 }
 
+// Does any rule of the proxy read request bodies (json matchers, or Lua functions that may)?
+bool reads_bodies(const faults::ProxySpec& spec) {
+  if (spec.mock) return true;  // the mock answers "stream": true with a stream
+  for (const auto& rule : spec.rules) {
+    if (rule.action_function_ref >= 0 || rule.key.kind == faults::KeySpec::Kind::function) return true;
+    for (const auto& c : rule.match)
+      if (c.field.rfind("json:", 0) == 0) return true;
+  }
+  return false;
+}
+
+// The Host header the upstream expects: its name, with the port unless it is the scheme's default.
+std::string host_header(const faults::HostPort& hp, bool tls) {
+  std::string host = hp.host.find(':') != std::string::npos ? "[" + hp.host + "]" : hp.host;
+  if (hp.port != (tls ? 443 : 80)) host += ":" + std::to_string(hp.port);
+  return host;
+}
+
+// TLS contexts of one proxy: to an https upstream, and terminating on the listener.
+bool setup_tls(ProxyRuntime& p, std::string* why) {
+  const faults::ProxySpec& spec = *p.spec;
+  if (spec.upstream_tls) {
+    tls::ClientOptions opts;
+    opts.verify = spec.tls_verify;
+    if (const char* extra = std::getenv("FAULTLINE_UPSTREAM_CA")) opts.ca_file = extra;
+    p.upstream_tls = tls::make_client_ctx(opts, why);
+    if (!p.upstream_tls) return false;
+  }
+  switch (spec.tls.mode) {
+    case faults::ListenTls::Mode::off:
+      break;
+    case faults::ListenTls::Mode::files:
+      p.listen_tls = tls::make_server_ctx(spec.tls.cert, spec.tls.key, why);
+      if (!p.listen_tls) return false;
+      break;
+    case faults::ListenTls::Mode::auto_cert: {
+      const char* env = std::getenv("FAULTLINE_CA_DIR");
+      const std::string dir = env && *env ? env : "certs";
+      if (!ca::exists(dir)) {
+        if (!ca::init(dir, false, why)) return false;
+        spdlog::info("created a local CA in {}/ for tls = \"auto\"; trust {} in your clients", dir,
+                     ca::cert_path(dir));
+      }
+      std::string err;
+      const auto listen = faults::parse_host_port(spec.listen, &err);
+      std::string cert, key;
+      if (!ca::mint(dir, listen->host, &cert, &key, why)) return false;
+      p.listen_tls = tls::make_server_ctx_from_pem(cert, key, why);
+      if (!p.listen_tls) return false;
+      break;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int run_server(faults::Scenario scenario, const ServerOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a peer that vanished is an error code, not a signal
   Runtime rt;
   rt.scenario = std::move(scenario);
+  rt.hooks = options.hooks;
   if (!options.journal_path.empty()) {
     std::string why;
     if (!rt.journal.open(options.journal_path, &why)) {
@@ -132,7 +203,27 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     auto p = std::make_unique<ProxyRuntime>();
     p->spec = &spec;
     std::string err;
-    p->upstream = *faults::parse_host_port(spec.upstream, &err);  // validated by the loader
+    if (!spec.mock) {
+      p->upstream = *faults::parse_host_port(spec.upstream, &err);  // validated by the loader
+      p->upstream_host_header = host_header(p->upstream, spec.upstream_tls);
+    }
+    p->needs_body = reads_bodies(spec);
+    if (!spec.rules.empty()) {
+      faults::RuleEngineOptions ro;
+      ro.seed = rt.scenario.seed;
+      ro.proxy = spec.name;
+      ro.journal = &rt.journal;
+      ro.replay = rt.replay ? &*rt.replay : nullptr;
+      ro.hooks = rt.hooks.get();
+      ro.log_warning = [](const std::string& text) { spdlog::warn("{}", text); };
+      p->rules = std::make_unique<faults::RuleEngine>(spec.rules, std::move(ro));
+    }
+    if (std::string why; !setup_tls(*p, &why)) {
+      spdlog::error("[{}] TLS: {}", spec.name, why);
+      for (auto& list : fds)
+        for (int fd : list) ::close(fd);
+      return 1;
+    }
     for (const auto& t : spec.toxics) {
       auto tr = std::make_unique<ToxicRuntime>();
       tr->spec = &t;
@@ -147,11 +238,13 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
       return 1;
     }
     for (int i = 0; i < threads; ++i) fds[static_cast<size_t>(i)].push_back(mine[static_cast<size_t>(i)]);
-    spdlog::info("proxy '{}' listening on {}, upstream {} ({}, {} toxic(s))", spec.name, p->bound, spec.upstream,
-                 faults::to_string(spec.protocol), spec.toxics.size());
+    spdlog::info("proxy '{}' listening on {}{}, upstream {}{} ({}, {} toxic(s), {} rule(s))", spec.name, p->bound,
+                 p->listen_tls ? " (TLS)" : "", spec.upstream_tls ? "https://" : "", spec.upstream,
+                 faults::to_string(spec.protocol), spec.toxics.size(), spec.rules.size());
     rt.proxies.push_back(std::move(p));
   }
 
+  rt.start_ns = uv_hrtime();
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; ++i)
     workers.push_back(std::make_unique<Worker>(rt, i, std::move(fds[static_cast<size_t>(i)])));

@@ -8,19 +8,18 @@
 
 #include "faults/chunk.h"
 #include "faults/toxic_chain.h"
+#include "proxy/worker.h"
 
 namespace faultline::proxy {
 
-class Worker;
-struct ProxyRuntime;
 
-class Session {
+class Session final : public WorkerSession {
  public:
   // Accepts one pending connection on `server` and starts connecting upstream.
   static void accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* server);
 
   // Grace period over: close now, FIN where possible.
-  void force_close();
+  void force_close() override;
 
  private:
   struct Side;

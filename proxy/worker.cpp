@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/conn.h"
+#include "proxy/http_session.h"
 #include "proxy/session.h"
 
 namespace faultline::proxy {
@@ -14,8 +16,50 @@ namespace {
 uv_handle_t* as_handle(auto* h) { return reinterpret_cast<uv_handle_t*>(h); }
 }  // namespace
 
+// Idle upstream connections: any byte or close from an idle upstream ends it (a response nobody asked for).
+class Worker::IdlePool final : public ConnHandler {
+ public:
+  static constexpr size_t kMaxPerProxy = 64;
+  std::unordered_map<ProxyRuntime*, std::vector<Conn*>> idle;
+
+  void on_data(Conn& c, std::string_view) override { c.close(); }
+  void on_eof(Conn& c) override { c.close(); }
+  void on_error(Conn&, const std::string&, bool) override {}
+  void on_closed(Conn& c) override {
+    for (auto& [proxy, list] : idle) std::erase(list, &c);
+  }
+  void close_all() {
+    std::vector<Conn*> all;
+    for (auto& [proxy, list] : idle) all.insert(all.end(), list.begin(), list.end());
+    for (Conn* c : all) c->close();
+  }
+};
+
+Conn* Worker::take_idle(ProxyRuntime* proxy) {
+  auto it = idle_->idle.find(proxy);
+  if (it == idle_->idle.end() || it->second.empty()) return nullptr;
+  Conn* c = it->second.back();
+  it->second.pop_back();
+  return c;
+}
+
+void Worker::park_idle(ProxyRuntime* proxy, Conn* conn) {
+  auto& list = idle_->idle[proxy];
+  conn->set_handler(idle_.get());
+  if (stopping_ || list.size() >= IdlePool::kMaxPerProxy || conn->closing()) {
+    conn->close();
+    return;
+  }
+  list.push_back(conn);
+  conn->read_start();
+}
+
 Worker::Worker(Runtime& runtime, int index, std::vector<int> listen_fds)
-    : runtime_(runtime), index_(index), listen_fds_(std::move(listen_fds)), env_(&loop_) {
+    : runtime_(runtime),
+      index_(index),
+      listen_fds_(std::move(listen_fds)),
+      env_(&loop_),
+      idle_(std::make_unique<IdlePool>()) {
   uv_loop_init(&loop_);
   // Made here, not in run(): another thread may request_stop() before this worker's thread starts.
   uv_async_init(&loop_, &stop_async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->begin_stop(); });
@@ -27,7 +71,7 @@ Worker::~Worker() {
     if (fd >= 0) ::close(fd);
 }
 
-void Worker::remove(Session* s) {
+void Worker::remove(WorkerSession* s) {
   sessions_.erase(s);
   if (stopping_ && sessions_.empty()) close_own_handles();
 }
@@ -53,7 +97,10 @@ bool Worker::run() {
         }
         if (lst->worker->stopping_) return;
         try {
-          Session::accept(*lst->worker, *lst->proxy, server);
+          if (lst->proxy->spec->protocol == faults::Protocol::http)
+            HttpSession::accept(*lst->worker, *lst->proxy, server);
+          else
+            Session::accept(*lst->worker, *lst->proxy, server);
         } catch (const std::exception& e) {  // e.g. out of memory: refuse this one, keep serving
           spdlog::error("[{}] accept: internal error: {}", lst->proxy->spec->name, e.what());
         }
@@ -81,6 +128,7 @@ void Worker::begin_stop() {
   }
   stopping_ = true;
   for (auto& l : listeners_) uv_close(as_handle(&l->handle), nullptr);
+  idle_->close_all();
   if (sessions_.empty()) {
     close_own_handles();
     return;
@@ -96,13 +144,15 @@ void Worker::begin_stop() {
 
 void Worker::close_sessions() {
   // Copy: force_close removes sessions from the set (in close callbacks, but be safe).
-  std::vector<Session*> open(sessions_.begin(), sessions_.end());
-  for (Session* s : open) s->force_close();
+  std::vector<WorkerSession*> open(sessions_.begin(), sessions_.end());
+  for (WorkerSession* s : open) s->force_close();
 }
 
 void Worker::close_own_handles() {
   if (handles_closed_) return;
   handles_closed_ = true;
+  idle_->close_all();
+  if (read_buffer_) pool_.give(std::move(read_buffer_));
   uv_close(as_handle(&grace_timer_), nullptr);
   uv_close(as_handle(&stop_async_), nullptr);
   if (loop_stop_hook_) loop_stop_hook_();

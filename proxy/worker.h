@@ -15,7 +15,14 @@
 
 namespace faultline::proxy {
 
-class Session;
+class Conn;
+
+// What a worker closes when its grace period ends: a TCP Session or a protocol-aware one.
+class WorkerSession {
+ public:
+  virtual ~WorkerSession() = default;
+  virtual void force_close() = 0;
+};
 
 class Worker {
  public:
@@ -40,8 +47,17 @@ class Worker {
   LoopEnv& env() noexcept { return env_; }
   Runtime& runtime() noexcept { return runtime_; }
   int index() const noexcept { return index_; }
-  void add(Session* s) { sessions_.insert(s); }
-  void remove(Session* s);
+  void add(WorkerSession* s) { sessions_.insert(s); }
+  void remove(WorkerSession* s);
+  // One read buffer for every Conn of this loop: a read is consumed before the next one starts.
+  faults::Buffer& read_buffer() {
+    if (!read_buffer_) read_buffer_ = pool_.take();
+    return read_buffer_;
+  }
+  // Keep-alive upstream connections between requests, per proxy (http). take_idle returns nullptr when
+  // there is none; park takes ownership (closes it when the pool is full or the worker is stopping).
+  Conn* take_idle(ProxyRuntime* proxy);
+  void park_idle(ProxyRuntime* proxy, Conn* conn);
 
   static constexpr uint64_t kGraceMs = 2000;
 
@@ -64,7 +80,10 @@ class Worker {
   faults::BufferPool pool_;
   LoopEnv env_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::unordered_set<Session*> sessions_;
+  class IdlePool;
+  std::unordered_set<WorkerSession*> sessions_;
+  faults::Buffer read_buffer_;
+  std::unique_ptr<IdlePool> idle_;
   std::function<void(uv_loop_t*)> loop_start_hook_;
   std::function<void()> loop_stop_hook_;
   bool stopping_ = false;

@@ -8,7 +8,7 @@ from faultline_testlib import (EchoServer, Faultline, FaultlineError, connect, e
                                read_journal, tcp_proxy, toxic)
 
 KEYS = ["seq", "t_ms", "proxy", "conn", "toxic", "type", "stream", "match"]
-LATENCY_MS = 80
+LATENCY_MS = 200  # far above a loaded machine's loopback round trip, so "delayed" is never ambiguous
 
 
 class JournalTest(unittest.TestCase):

@@ -41,15 +41,15 @@ class RuleDeclarationsTest(unittest.TestCase):
         self.assertLess(out.index("proxy 'openai'"), out.index("throttle-first-two"))
         self.assertLess(out.index("cut-third-stream"), out.index("proxy 'pg'"))
 
-    def test_running_a_scenario_with_rules_is_refused_with_the_rule_line(self):
+    def test_running_redis_or_postgres_rules_is_refused_with_the_rule_line(self):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "rules.lua")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(SPEC_EXAMPLE)
             r = run_faultline([path, "--admin", "off"], timeout=20)
         self.assertEqual(r.returncode, 2, r.stderr)
-        self.assertIn(f"{path}:4: rules are validated but not enforced by this build yet (proxy 'openai')",
-                      r.stderr)
+        self.assertIn(f"{path}:9: rules on a postgres proxy are validated but not enforced by this build yet "
+                      "(proxy 'pg')", r.stderr)
         self.assertNotIn("faultline ready", r.stderr)
 
     def test_a_bad_rule_gives_file_and_line(self):

@@ -250,14 +250,32 @@ TEST_CASE("errors name the file and line of the mistake") {
     require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'htp' }",
                         {"unknown protocol 'htp'", "postgres"});
   }
-  SECTION("mock upstream is not supported yet") {
-    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'mock', protocol = 'http' }",
-                        {"upstream 'mock' is not supported yet"});
+  SECTION("a mock upstream needs protocol http") {
+    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'mock' }",
+                        {"upstream 'mock' needs protocol = \"http\""});
   }
-  SECTION("https upstream is not supported yet") {
+  SECTION("an https upstream needs protocol http") {
+    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'https://api.openai.com' }",
+                        {"https://api.openai.com", "only a protocol = \"http\" proxy takes a URL"});
+  }
+  SECTION("tls_verify only with an https upstream") {
     require_line3_error(
-        "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'https://api.openai.com', protocol = 'http' }",
-        {"upstream 'https://api.openai.com' is not supported yet"});
+        "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'http://h:1', protocol = 'http', tls_verify = false }",
+        {"tls_verify applies to an https:// upstream only"});
+  }
+  SECTION("tls must be auto or a cert and key") {
+    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'http', tls = 'yes' }",
+                        {"tls must be \"auto\" or { cert"});
+    require_line3_error(
+        "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'http', tls = { cert = 'c.pem' } }",
+        {"tls needs both cert and key"});
+    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', tls = 'auto' }",
+                        {"tls (terminating TLS on the listener) needs protocol = \"http\""});
+  }
+  SECTION("upstream_timeout is a non-negative number of ms on http proxies") {
+    require_line3_error(
+        "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'http', upstream_timeout = -1 }",
+        {"upstream_timeout must be >= 0 ms"});
   }
   SECTION("a URL upstream needs protocol http") {
     require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'http://h:1' }",

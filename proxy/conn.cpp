@@ -1,0 +1,335 @@
+// A TCP (optionally TLS) connection for the protocol-aware sessions. Memory is freed only once every handle
+// and request has called back, so a handler may close the Conn from inside any of its callbacks.
+#include "proxy/conn.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/tls.h"
+#include "proxy/worker.h"
+
+namespace faultline::proxy {
+
+namespace {
+uv_handle_t* as_handle(auto* h) { return reinterpret_cast<uv_handle_t*>(h); }
+uv_stream_t* as_stream(auto* h) { return reinterpret_cast<uv_stream_t*>(h); }
+
+std::string peer_text(const uv_tcp_t* tcp) {
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+  inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+  return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+}
+}  // namespace
+
+struct Conn::WriteReq {
+  uv_write_t req;
+  std::string bytes;
+  Conn* conn;
+};
+
+Conn::Conn(Worker& worker, ConnHandler* handler) : worker_(worker), handler_(handler) {
+  tcp_.data = this;
+  timer_.data = this;
+  resolve_.data = this;
+  connect_req_.data = this;
+  shutdown_req_.data = this;
+}
+
+Conn::~Conn() = default;
+
+Conn* Conn::accept(Worker& worker, uv_stream_t* server, ConnHandler* handler, std::string* why) {
+  auto* c = new Conn(worker, handler);
+  uv_tcp_init(worker.loop(), &c->tcp_);
+  c->tcp_open_ = true;
+  c->outstanding_ = 1;
+  if (int rc = uv_accept(server, as_stream(&c->tcp_)); rc != 0) {
+    *why = uv_strerror(rc);
+    c->handler_ = nullptr;
+    c->close();
+    return nullptr;
+  }
+  c->connected_ = true;
+  c->peer_ = peer_text(&c->tcp_);
+  uv_tcp_nodelay(&c->tcp_, 1);
+  return c;
+}
+
+Conn* Conn::connect(Worker& worker, const faults::HostPort& to, ConnHandler* handler, uint64_t timeout_ms) {
+  auto* c = new Conn(worker, handler);
+  c->peer_ = to.host.find(':') != std::string::npos ? "[" + to.host + "]:" + std::to_string(to.port)
+                                                     : to.host + ":" + std::to_string(to.port);
+  c->start_connect(to, timeout_ms);
+  return c;
+}
+
+void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
+  uv_timer_init(worker_.loop(), &timer_);
+  timer_open_ = true;
+  outstanding_ += 1;
+  uv_timer_start(
+      &timer_,
+      [](uv_timer_t* t) {
+        auto* c = static_cast<Conn*>(t->data);
+        c->fail("connect timed out", false);
+      },
+      timeout_ms, 0);
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+      uv_ip6_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
+    connect_to(reinterpret_cast<const sockaddr*>(&addr));
+    return;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  const std::string port = std::to_string(to.port);
+  int rc = uv_getaddrinfo(
+      worker_.loop(), &resolve_,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* c = static_cast<Conn*>(req->data);
+        c->resolving_ = false;
+        if (!c->closing_) {
+          if (status != 0 || !res)
+            c->fail(std::string("cannot resolve: ") + uv_strerror(status), false);
+          else
+            c->connect_to(res->ai_addr);
+        }
+        uv_freeaddrinfo(res);
+        c->release();
+      },
+      to.host.c_str(), port.c_str(), &hints);
+  if (rc != 0) {
+    fail(std::string("cannot resolve: ") + uv_strerror(rc), false);
+    return;
+  }
+  resolving_ = true;
+  outstanding_ += 1;
+}
+
+void Conn::connect_to(const sockaddr* addr) {
+  uv_tcp_init(worker_.loop(), &tcp_);
+  tcp_open_ = true;
+  outstanding_ += 1;
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, [](uv_connect_t* req, int status) {
+    static_cast<Conn*>(req->data)->on_connect(status);
+  });
+  if (rc != 0) fail(uv_strerror(rc), false);
+}
+
+void Conn::on_connect(int status) {
+  if (closing_) return;
+  if (status != 0) {
+    fail(uv_strerror(status), status == UV_ECONNRESET);
+    return;
+  }
+  connected_ = true;
+  uv_timer_stop(&timer_);
+  uv_tcp_nodelay(&tcp_, 1);
+  if (tls_) {
+    tls_->start();
+    flush_tls();
+  }
+  if (!unsent_.empty()) {
+    std::string bytes = std::move(unsent_);
+    unsent_.clear();
+    write(bytes);
+  }
+  if (closing_) return;
+  if (want_read_) read_start();
+  if (shutdown_wanted_) finish_shutdown();
+  if (!closing_ && handler_) handler_->on_connected(*this);
+}
+
+void Conn::use_tls_client(SSL_CTX* ctx, const std::string& sni_host, bool verify) {
+  tls_ = tls::Engine::client(ctx, sni_host, verify);
+}
+
+void Conn::use_tls_server(SSL_CTX* ctx) { tls_ = tls::Engine::server(ctx); }
+
+void Conn::read_start() {
+  want_read_ = true;
+  if (reading_ || closing_ || !connected_ || eof_) return;
+  reading_ = true;
+  uv_read_start(
+      as_stream(&tcp_),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* c = static_cast<Conn*>(h->data);
+        faults::Buffer& b = c->worker_.read_buffer();
+        *buf = uv_buf_init(b.data(), static_cast<unsigned>(b.capacity()));
+      },
+      [](uv_stream_t* st, ssize_t nread, const uv_buf_t* buf) {
+        auto* c = static_cast<Conn*>(st->data);
+        try {
+          c->on_read(nread, buf->base);
+        } catch (const std::exception& e) {  // never across a libuv callback: close this connection only
+          spdlog::error("connection {}: closing after an internal error: {}", c->peer_, e.what());
+          c->fail(std::string("internal error: ") + e.what(), false);
+        }
+      });
+}
+
+void Conn::read_stop() {
+  want_read_ = false;
+  if (!reading_) return;
+  reading_ = false;
+  uv_read_stop(as_stream(&tcp_));
+}
+
+void Conn::on_read(ssize_t nread, const char* data) {
+  if (closing_) return;
+  if (nread > 0) {
+    std::string_view bytes(data, static_cast<size_t>(nread));
+    if (!tls_) {
+      if (handler_) handler_->on_data(*this, bytes);
+      return;
+    }
+    std::string plain;
+    const bool ok = tls_->feed(bytes, &plain);
+    flush_tls();
+    if (!plain.empty() && handler_ && !closing_) handler_->on_data(*this, plain);
+    if (!ok && !closing_) fail("TLS: " + tls_->error(), false);
+    return;
+  }
+  if (nread == 0) return;
+  read_stop();
+  if (nread == UV_EOF) {
+    eof_ = true;
+    if (handler_) handler_->on_eof(*this);
+    return;
+  }
+  fail(uv_strerror(static_cast<int>(nread)), nread == UV_ECONNRESET);
+}
+
+void Conn::write(std::string_view bytes) {
+  if (closing_ || shut_ || bytes.empty()) return;
+  if (!connected_) {
+    unsent_.append(bytes);
+    return;
+  }
+  if (tls_) {
+    if (!tls_->write(bytes)) {
+      fail("TLS: " + tls_->error(), false);
+      return;
+    }
+    flush_tls();
+    return;
+  }
+  send_raw(bytes);
+}
+
+void Conn::flush_tls() {
+  if (!tls_ || !connected_ || closing_ || !tls_->has_output()) return;
+  send_raw(tls_->take_output());
+}
+
+void Conn::send_raw(std::string_view bytes) {
+  if (queued_ == 0) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
+    int n = uv_try_write(as_stream(&tcp_), &b, 1);
+    if (n == static_cast<int>(bytes.size())) return;
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+    } else if (n != UV_EAGAIN) {
+      fail(std::string("write failed: ") + uv_strerror(n), n == UV_ECONNRESET);
+      return;
+    }
+  }
+  auto* req = new WriteReq{};
+  req->bytes.assign(bytes);
+  req->conn = this;
+  req->req.data = req;
+  queued_ += req->bytes.size();
+  if (queued_ > kHighWater) above_high_ = true;
+  outstanding_ += 1;
+  uv_buf_t b = uv_buf_init(req->bytes.data(), static_cast<unsigned>(req->bytes.size()));
+  int rc = uv_write(&req->req, as_stream(&tcp_), &b, 1, [](uv_write_t* w, int status) {
+    std::unique_ptr<WriteReq> r(static_cast<WriteReq*>(w->data));
+    Conn* c = r->conn;
+    c->queued_ -= r->bytes.size();
+    if (!c->closing_) {
+      if (status < 0) {
+        c->fail(std::string("write failed: ") + uv_strerror(status), status == UV_ECONNRESET);
+      } else if (c->above_high_ && c->queued_ < kLowWater) {
+        c->above_high_ = false;
+        if (c->handler_) c->handler_->on_drain(*c);
+      } else if (c->queued_ == 0 && c->handler_) {
+        c->handler_->on_drain(*c);
+      }
+    }
+    c->release();
+  });
+  if (rc != 0) {
+    queued_ -= req->bytes.size();
+    outstanding_ -= 1;
+    delete req;
+    fail(std::string("write failed: ") + uv_strerror(rc), false);
+  }
+}
+
+void Conn::shutdown() {
+  if (closing_ || shut_ || shutdown_wanted_) return;
+  shutdown_wanted_ = true;
+  if (connected_) finish_shutdown();
+}
+
+void Conn::finish_shutdown() {
+  if (shut_ || closing_) return;
+  if (tls_) {
+    tls_->shutdown();
+    flush_tls();
+  }
+  shut_ = true;
+  outstanding_ += 1;
+  int rc = uv_shutdown(&shutdown_req_, as_stream(&tcp_), [](uv_shutdown_t* req, int) {
+    static_cast<Conn*>(req->data)->release();
+  });
+  if (rc != 0) outstanding_ -= 1;
+}
+
+void Conn::fail(const std::string& why, bool reset) {
+  if (closing_) return;
+  ConnHandler* h = handler_;
+  if (h) h->on_error(*this, why, reset);
+  close(reset);
+}
+
+void Conn::close(bool rst) {
+  if (closing_) return;
+  closing_ = true;
+  auto close_cb = [](uv_handle_t* h) { static_cast<Conn*>(h->data)->release(); };
+  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
+  if (timer_open_) {
+    timer_open_ = false;
+    uv_close(as_handle(&timer_), close_cb);
+  }
+  if (tcp_open_) {
+    tcp_open_ = false;
+    if (reading_) uv_read_stop(as_stream(&tcp_));
+    reading_ = false;
+    // A reset is impossible once a shutdown is under way (libuv refuses it): then a plain close.
+    if (!(rst && connected_ && !shut_ && uv_tcp_close_reset(&tcp_, close_cb) == 0)) uv_close(as_handle(&tcp_), close_cb);
+  }
+  if (outstanding_ == 0) {  // nothing was ever opened
+    outstanding_ = 1;
+    release();
+  }
+}
+
+void Conn::release() {
+  if (--outstanding_ > 0) return;
+  if (handler_) handler_->on_closed(*this);
+  delete this;
+}
+
+}  // namespace faultline::proxy

@@ -1,0 +1,113 @@
+// One TCP connection on a worker's loop, optionally TLS, for the protocol-aware sessions (http): writes are
+// copied and queued, reads arrive as plaintext views, and the object frees itself in libuv's close callback.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "faults/address.h"
+
+using SSL_CTX = struct ssl_ctx_st;
+
+namespace faultline::proxy {
+
+class Worker;
+class Conn;
+namespace tls {
+class Engine;
+}
+
+// What a Conn reports. Every call may close the Conn (or others); on_closed is the last call, after which
+// the Conn is freed.
+class ConnHandler {
+ public:
+  virtual ~ConnHandler() = default;
+  virtual void on_connected(Conn&) {}
+  virtual void on_data(Conn&, std::string_view bytes) = 0;
+  virtual void on_eof(Conn&) = 0;
+  // A connect failure, a reset, a failed write or a TLS error; the Conn closes right after.
+  virtual void on_error(Conn&, const std::string& why, bool reset) = 0;
+  // The write queue fell below the low-water mark after having been above the high one.
+  virtual void on_drain(Conn&) {}
+  virtual void on_closed(Conn&) = 0;
+};
+
+class Conn {
+ public:
+  static constexpr size_t kHighWater = 1024 * 1024;
+  static constexpr size_t kLowWater = 256 * 1024;
+
+  // Takes one pending connection from `server`; nullptr when accept failed (why says so).
+  static Conn* accept(Worker& worker, uv_stream_t* server, ConnHandler* handler, std::string* why);
+  // Resolves and connects; on_connected or on_error follows. Writes before that are queued.
+  static Conn* connect(Worker& worker, const faults::HostPort& to, ConnHandler* handler, uint64_t timeout_ms);
+
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  // TLS on this connection: as a client (to an https upstream) or as a server (terminating). Call before
+  // reading or writing; the client handshake starts once connected.
+  void use_tls_client(SSL_CTX* ctx, const std::string& sni_host, bool verify);
+  void use_tls_server(SSL_CTX* ctx);
+
+  void set_handler(ConnHandler* handler) { handler_ = handler; }
+  void read_start();
+  void read_stop();
+  void write(std::string_view bytes);
+  // FIN once everything queued is written (TLS: after close_notify).
+  void shutdown();
+  // Closes now; with rst the peer gets a reset. Unsent bytes are dropped.
+  void close(bool rst = false);
+
+  size_t queued() const { return queued_ + unsent_.size(); }
+  bool connected() const { return connected_; }
+  bool closing() const { return closing_; }
+  bool peer_eof() const { return eof_; }
+  const std::string& peer() const { return peer_; }  // "ip:port", for logs
+
+ private:
+  struct WriteReq;
+  Conn(Worker& worker, ConnHandler* handler);
+  ~Conn();
+
+  void start_connect(const faults::HostPort& to, uint64_t timeout_ms);
+  void connect_to(const sockaddr* addr);
+  void on_connect(int status);
+  void fail(const std::string& why, bool reset);
+  void on_read(ssize_t nread, const char* data);
+  void send_raw(std::string_view bytes);
+  void flush_tls();
+  void finish_shutdown();
+  void release();
+
+  Worker& worker_;
+  ConnHandler* handler_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;  // connect timeout
+  uv_getaddrinfo_t resolve_;
+  uv_connect_t connect_req_;
+  uv_shutdown_t shutdown_req_;
+  std::unique_ptr<tls::Engine> tls_;
+  std::string unsent_;   // written before the connection was up
+  std::string peer_;
+  size_t queued_ = 0;    // bytes in uv_write requests not yet completed
+  int outstanding_ = 0;  // handles and requests still to call back before the Conn may be freed
+  bool tcp_open_ = false;
+  bool timer_open_ = false;
+  bool resolving_ = false;
+  bool connected_ = false;
+  bool reading_ = false;
+  bool want_read_ = false;
+  bool eof_ = false;
+  bool shutdown_wanted_ = false;
+  bool shut_ = false;
+  bool closing_ = false;
+  bool above_high_ = false;
+  bool tls_client_start_ = false;
+};
+
+}  // namespace faultline::proxy
