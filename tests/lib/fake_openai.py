@@ -26,11 +26,14 @@ def chunk_event(piece, model, finish=None):
 
 
 class FakeOpenAI:
-    """FakeOpenAI(content="Hello there", chunks=["Hel", "lo"]) as a context manager; .port, .requests."""
+    """FakeOpenAI(content="Hello there", chunks=["Hel", "lo"]) as a context manager; .port, .requests.
+    Streams send one HTTP chunk per event, flushed; with coalesce=True all events go in one HTTP chunk
+    and one write (as a busy server's events often share a TCP segment)."""
 
-    def __init__(self, content="Hello from the fake API", chunks=("Hel", "lo", " wor", "ld")):
+    def __init__(self, content="Hello from the fake API", chunks=("Hel", "lo", " wor", "ld"), coalesce=False):
         self.content = content
         self.chunks = list(chunks)
+        self.coalesce = coalesce
         self.requests = []
         self._lock = threading.Lock()
         outer = self
@@ -88,6 +91,8 @@ class FakeOpenAI:
                 events = [chunk_event(p, model) for p in outer.chunks]
                 events.append(chunk_event(None, model, "stop"))
                 events.append(b"data: [DONE]\n\n")
+                if outer.coalesce:
+                    events = [b"".join(events)]
                 for ev in events:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
                     self.wfile.flush()
