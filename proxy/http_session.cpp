@@ -9,6 +9,7 @@
 
 #include "faults/decider.h"
 #include "proxy/http/request_message.h"
+#include "proxy/toxic_decision.h"
 
 namespace faultline::proxy {
 
@@ -97,6 +98,27 @@ void HttpSession::guard(F&& f) {
   }
 }
 
+void HttpSession::ChainOut::push(faults::Chunk chunk) {
+  if (downstream) {
+    if (s->client_ && !s->client_->closing()) s->client_->write(chunk.view());
+    s->guard([&] { s->on_client_drain(); });  // the toxic let bytes go: what waited on the backlog may go on
+  } else if (s->upstream_) {
+    s->upstream_->write(chunk.view());
+  }
+}
+
+// A toxic ended the connection (reset_peer, timeout, limit_data): as on a tcp proxy, a reset is passed on at
+// once and a close after what was already let through.
+void HttpSession::ChainOut::abort(bool rst) {
+  s->guard([&] {
+    s->chain_aborted_ = true;
+    if (rst)
+      s->close_everything(true);
+    else
+      s->finish_client(false);
+  });
+}
+
 void HttpSession::ClientHandler::on_data(Conn&, std::string_view bytes) { s->guard([&] { s->on_client_data(bytes); }); }
 void HttpSession::ClientHandler::on_eof(Conn&) { s->guard([&] { s->on_client_eof(); }); }
 void HttpSession::ClientHandler::on_error(Conn&, const std::string& why, bool reset) { s->on_client_error(why, reset); }
@@ -140,6 +162,8 @@ HttpSession::HttpSession(Worker& worker, ProxyRuntime& proxy)
 }
 
 HttpSession::~HttpSession() {
+  up_chain_.reset();  // their timers go before the members they push into
+  down_chain_.reset();
   proxy_.active.fetch_sub(1, std::memory_order_relaxed);
   worker_.remove(this);
 }
@@ -162,6 +186,8 @@ void HttpSession::accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* serve
   if (s->client_ip_.size() > 2 && s->client_ip_.front() == '[') s->client_ip_ = s->client_ip_.substr(1, s->client_ip_.size() - 2);
   if (proxy.listen_tls) s->client_->use_tls_server(proxy.listen_tls.get());
   spdlog::debug("{} accepted {} (connection {} of the proxy)", s->tag(), peer, s->ordinal_);
+  s->start_toxics();
+  if (s->closing_) return;
   s->client_->read_start();
 }
 
@@ -234,7 +260,7 @@ void HttpSession::on_request_head(const http::Event&, std::string_view) {
       // We read the body before anyone upstream could say 100 Continue: say it ourselves, and do not ask the
       // upstream again.
       http::remove_header(out.headers, "Expect");
-      client_->write("HTTP/1.1 100 Continue\r\n\r\n");
+      to_client("HTTP/1.1 100 Continue\r\n\r\n");
     }
     held_ = http::serialize_request_head(out);
     return;
@@ -300,7 +326,7 @@ void HttpSession::on_request_error(const std::string& reason, int status) {
   if (phase_ == Phase::forwarding) drop_upstream();  // it holds half a request
   phase_ = Phase::answered;
   const bool too_large = status == 431;
-  client_->write(serialize_response(
+  to_client(serialize_response(
       error_response(status, too_large ? "request_header_fields_too_large" : "invalid_request",
                      "faultline: " + std::string(too_large ? "request header block too large: " : "malformed request: ") +
                          reason),
@@ -347,7 +373,15 @@ void HttpSession::on_client_error(const std::string& why, bool reset) {
 }
 
 void HttpSession::on_client_drain() {
-  if (close_when_flushed_ && client_ && client_->queued() == 0) {
+  check_flushed();
+  if (closing_) return;
+  drain_pieces();
+  update_reading();
+}
+
+// A close that waited for the client's backlog to go out.
+void HttpSession::check_flushed() {
+  if (close_when_flushed_ && client_ && client_backlog() == 0) {
     close_when_flushed_ = false;
     if (close_rst_) {
       close_everything(true);
@@ -355,10 +389,7 @@ void HttpSession::on_client_drain() {
       client_->shutdown();
       close_timer_.start(kLingerMs * 1000);
     }
-    return;
   }
-  drain_pieces();
-  update_reading();
 }
 
 void HttpSession::on_client_closed() {
@@ -474,7 +505,7 @@ void HttpSession::answer(const faults::ActionSpec& a) {
   // A client that waits for 100 Continue would otherwise send its body as the next request: close after.
   if (head_.expect_continue && !req_done_) keep_client_ = false;
   const bool head_only = head_.method == "HEAD";
-  client_->write(serialize_response(a, !keep_client_, head_only));
+  to_client(serialize_response(a, !keep_client_, head_only));
   resp_started_ = true;
   resp_done_ = true;
   maybe_finish_exchange();
@@ -543,6 +574,16 @@ void HttpSession::send_upstream(std::string_view bytes) {
     else
       resend_ok_ = false;
   }
+  if (up_chain_) {
+    faults::Chunk chunk;
+    chunk.buf = faults::Buffer::copy_of(bytes);
+    chunk.len = bytes.size();
+    chunk.offset = up_offset_;
+    chunk.arrived_us = now_us();
+    up_offset_ += bytes.size();
+    up_chain_->push(std::move(chunk));
+    return;
+  }
   upstream_->write(bytes);
 }
 
@@ -567,7 +608,7 @@ bool HttpSession::retry_on_fresh_upstream(const std::string& why) {
 
 void HttpSession::on_upstream_data(std::string_view bytes) {
   if (phase_ == Phase::tunnel) {
-    if (client_) client_->write(bytes);
+    if (client_) to_client(bytes);
     update_reading();
     return;
   }
@@ -624,7 +665,7 @@ void HttpSession::handle_response_events(std::string_view in) {
       // Accepted: from here on, bytes both ways, whatever they are.
       phase_ = Phase::tunnel;
       action_timer_.stop();
-      if (client_) client_->write(rest.substr(consumed));
+      if (client_) to_client(rest.substr(consumed));
       if (!in_.empty()) send_upstream(in_);
       in_.clear();
       offset = in.size();
@@ -655,7 +696,7 @@ void HttpSession::handle_response_events(std::string_view in) {
 void HttpSession::on_response_head(std::string_view raw) {
   const http::ResponseHead& rh = resp_.head();
   if (rh.status < 200 && !rh.upgrade) {  // 100 Continue, 103 Early Hints: passed on as they are
-    if (head_.version_minor >= 1 && shape_ != Shape::discard) client_->write(raw);
+    if (head_.version_minor >= 1 && shape_ != Shape::discard) to_client(raw);
     return;
   }
   action_timer_.stop();
@@ -808,7 +849,7 @@ void HttpSession::upstream_failed(int status, const std::string& type, const std
   }
   phase_ = Phase::answered;
   keep_client_ = false;
-  client_->write(serialize_response(error_response(status, type, why), true, head_.method == "HEAD"));
+  to_client(serialize_response(error_response(status, type, why), true, head_.method == "HEAD"));
   resp_started_ = true;
   resp_done_ = true;
   finish_client(false);
@@ -868,7 +909,7 @@ void HttpSession::emit(std::string_view bytes, uint64_t due_us) {
   }
   if (shape_ == Shape::delay_response) due_us = std::max(due_us, last_due_us_);
   if (due_us == 0 && pieces_.empty()) {
-    client_->write(bytes);
+    to_client(bytes);
     return;
   }
   pieces_.push_back({due_us, std::string(bytes)});
@@ -926,8 +967,8 @@ void HttpSession::drain_pieces() {
   if (!client_ || closing_) return;
   const uint64_t now = now_us();
   while (!pieces_.empty() && pieces_.front().due_us <= now + 500) {
-    if (client_->queued() > Conn::kHighWater) return;  // on_client_drain resumes
-    client_->write(pieces_.front().bytes);
+    if (client_backlog() > Conn::kHighWater) return;  // on_client_drain resumes
+    to_client(pieces_.front().bytes);
     pieces_bytes_ -= pieces_.front().bytes.size();
     pieces_.pop_front();
   }
@@ -942,7 +983,45 @@ void HttpSession::drain_pieces() {
   maybe_finish_exchange();
 }
 
-size_t HttpSession::pending_output() const { return pieces_bytes_ + (client_ ? client_->queued() : 0); }
+void HttpSession::to_client(std::string_view bytes) {
+  if (!client_ || bytes.empty()) return;
+  if (!down_chain_) {
+    client_->write(bytes);
+    return;
+  }
+  if (chain_aborted_) return;
+  faults::Chunk chunk;
+  chunk.buf = faults::Buffer::copy_of(bytes);
+  chunk.len = bytes.size();
+  chunk.offset = down_offset_;
+  chunk.arrived_us = now_us();
+  down_offset_ += bytes.size();
+  down_chain_->push(std::move(chunk));
+}
+
+// Bytes written to the client but not yet out: in the socket's queue, or held by its toxics.
+size_t HttpSession::client_backlog() const {
+  if (!client_) return 0;
+  return client_->queued() + (down_chain_ && !chain_aborted_ ? down_chain_->buffered() : 0);
+}
+
+void HttpSession::start_toxics() {
+  Runtime& rt = worker_.runtime();
+  ActiveToxics active = decide_toxics(rt, proxy_, id_, ordinal_, tag());
+  faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
+  up_out_.s = this;
+  up_out_.downstream = false;
+  down_out_.s = this;
+  down_out_.downstream = true;
+  if (!active.upstream.empty())
+    up_chain_ = std::make_unique<faults::ToxicChain>(active.upstream, ctx, worker_.env(), up_out_);
+  if (!active.downstream.empty())
+    down_chain_ = std::make_unique<faults::ToxicChain>(active.downstream, ctx, worker_.env(), down_out_);
+  if (up_chain_) up_chain_->start();
+  if (down_chain_) down_chain_->start();
+}
+
+size_t HttpSession::pending_output() const { return pieces_bytes_ + (client_ ? client_backlog() : 0); }
 
 // --- exchange and connection ends ---------------------------------------------------------------------------
 
@@ -991,7 +1070,7 @@ void HttpSession::finish_client(bool rst) {
     action_timer_.stop();
     drop_upstream();
   }
-  if (client_->queued() > 0) {
+  if (client_backlog() > 0) {
     close_when_flushed_ = true;
     close_rst_ = rst;
     return;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "faults/rule_engine.h"
+#include "faults/toxic_chain.h"
 #include "proxy/conn.h"
 #include "proxy/http/codec.h"
 #include "proxy/http/sse.h"
@@ -41,6 +42,15 @@ class HttpSession final : public WorkerSession {
     void on_error(Conn& c, const std::string& why, bool reset) override;
     void on_drain(Conn&) override;
     void on_closed(Conn& c) override;
+  };
+
+  // The end of a toxic chain (SPEC §2.4 toxics on an http proxy act on the bytes of each direction).
+  struct ChainOut final : faults::ToxicOutput {
+    HttpSession* s;
+    bool downstream;
+    void push(faults::Chunk chunk) override;
+    void end() override {}
+    void abort(bool rst) override;
   };
 
   // How the current response reaches the client.
@@ -111,6 +121,10 @@ class HttpSession final : public WorkerSession {
   void drain_pieces();
   size_t pending_output() const;
 
+  void start_toxics();
+  void to_client(std::string_view bytes);
+  size_t client_backlog() const;
+  void check_flushed();
   void maybe_finish_exchange();
   void reset_exchange();
   void finish_client(bool rst);
@@ -175,6 +189,13 @@ class HttpSession final : public WorkerSession {
   UvTimer action_timer_;  // delay, hang, upstream response timeout
   UvTimer piece_timer_;
   UvTimer close_timer_;   // closing: give the client a moment to read before the socket closes
+  std::unique_ptr<faults::ToxicChain> up_chain_;
+  std::unique_ptr<faults::ToxicChain> down_chain_;
+  ChainOut up_out_;
+  ChainOut down_out_;
+  uint64_t up_offset_ = 0;
+  uint64_t down_offset_ = 0;
+  bool chain_aborted_ = false;
   bool closing_ = false;
   bool client_closed_ = false;
   bool close_when_flushed_ = false;

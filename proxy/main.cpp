@@ -197,15 +197,6 @@ int main(int argc, char** argv) {
                    p.rules.front().where.c_str(), faultline::faults::to_string(p.protocol), p.name.c_str());
       return kExitUsage;
     }
-  for (const auto& p : loaded.scenario->proxies)
-    if (!p.toxics.empty() && p.protocol == faultline::faults::Protocol::http) {
-      // Byte-level toxics run on tcp sessions; http sessions do not apply them yet. Refuse rather than pretend.
-      std::fprintf(stderr,
-                   "%s: toxics on an http proxy are not applied by this build yet (proxy '%s'); use http actions "
-                   "(delay, http.throttle, reset, ...) or a protocol = \"tcp\" proxy\n",
-                   p.toxics.front().where.c_str(), p.name.c_str());
-      return kExitUsage;
-    }
   faultline::proxy::ServerOptions so;
   so.threads = o.threads;
   so.journal_path = o.journal;

@@ -6,7 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "faults/decider.h"
+#include "proxy/toxic_decision.h"
 #include "proxy/worker.h"
 
 namespace faultline::proxy {
@@ -169,35 +169,14 @@ void Session::accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* server) {
   s->start_connect();
 }
 
-// Toxicity is decided once per connection, from (seed, proxy/toxic, ordinal) or from the replay set.
 void Session::decide_toxics() {
   Runtime& rt = worker_.runtime();
-  std::vector<const faults::ToxicSpec*> up_specs, down_specs;
-  for (auto& tr : proxy_.toxics) {
-    const faults::ToxicSpec& spec = *tr->spec;
-    bool active;
-    if (rt.replay) {
-      active = rt.replay->toxic_fires(proxy_.spec->name, spec.name, ordinal_);
-    } else {
-      auto rng = faults::decide(rt.scenario.seed, proxy_.spec->name + "/" + spec.name, "", ordinal_);
-      active = rng.uniform01() < spec.toxicity;
-    }
-    if (!active) continue;
-    tr->fired.fetch_add(1, std::memory_order_relaxed);
-    faults::Journal::Entry e;
-    e["proxy"] = proxy_.spec->name;
-    e["conn"] = id_;
-    e["toxic"] = spec.name;
-    e["type"] = spec.type;
-    e["stream"] = faults::to_string(spec.stream);
-    e["match"] = ordinal_;
-    rt.journal.record(e);
-    spdlog::debug("{} toxic '{}' takes effect", tag(), spec.name);
-    (spec.stream == faults::Stream::upstream ? up_specs : down_specs).push_back(&spec);
-  }
+  ActiveToxics active = proxy::decide_toxics(rt, proxy_, id_, ordinal_, tag());
   faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
-  if (!up_specs.empty()) up_->chain = std::make_unique<faults::ToxicChain>(up_specs, ctx, worker_.env(), *up_);
-  if (!down_specs.empty()) down_->chain = std::make_unique<faults::ToxicChain>(down_specs, ctx, worker_.env(), *down_);
+  if (!active.upstream.empty())
+    up_->chain = std::make_unique<faults::ToxicChain>(active.upstream, ctx, worker_.env(), *up_);
+  if (!active.downstream.empty())
+    down_->chain = std::make_unique<faults::ToxicChain>(active.downstream, ctx, worker_.env(), *down_);
 }
 
 void Session::start_connect() {

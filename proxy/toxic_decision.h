@@ -1,0 +1,22 @@
+// Which of a proxy's toxics take effect on one connection (SPEC §2.4, §4): decided once per connection from
+// (seed, proxy/toxic, ordinal) or the replay set, counted and journaled. Shared by tcp and http sessions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "faults/scenario.h"
+#include "proxy/runtime.h"
+
+namespace faultline::proxy {
+
+struct ActiveToxics {
+  std::vector<const faults::ToxicSpec*> upstream;    // client -> upstream
+  std::vector<const faults::ToxicSpec*> downstream;  // upstream -> client
+};
+
+ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
+                           const std::string& tag);
+
+}  // namespace faultline::proxy
