@@ -146,6 +146,13 @@ void Conn::on_connect(int status) {
     write(bytes);
   }
   if (closing_) return;
+  // What piled up before the connection was up may have gone out at once (no write callback then): a
+  // handler that paused its source on our queue must hear that it is short again.
+  if (above_high_ && queued() < kLowWater) {
+    above_high_ = false;
+    if (handler_) handler_->on_drain(*this);
+    if (closing_) return;
+  }
   if (want_read_) read_start();
   if (shutdown_wanted_) finish_shutdown();
   if (!closing_ && handler_) handler_->on_connected(*this);
@@ -215,6 +222,7 @@ void Conn::write(std::string_view bytes) {
   if (closing_ || shut_ || bytes.empty()) return;
   if (!connected_) {
     unsent_.append(bytes);
+    if (queued() > kHighWater) above_high_ = true;
     return;
   }
   if (tls_) {

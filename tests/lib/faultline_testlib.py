@@ -290,11 +290,33 @@ class Faultline:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def sanitizer_reports(self):
+        """Lines where ASan/UBSan/LSan reported something (empty on a clean run or a plain build)."""
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                 "WARNING: AddressSanitizer")
+        return [line for line in self.stderr_text().splitlines() if any(m in line for m in marks)]
+
     def wait_for_log(self, pattern, timeout=5.0):
         """Polls stderr until regex pattern matches; returns the match."""
         rx = re.compile(pattern)
         return wait_until(lambda: rx.search(self.stderr_text()), timeout,
                           message=f"log line matching {pattern!r}")
+
+
+def check_sanitizers(fl):
+    """Raises AssertionError if faultline's stderr holds a sanitizer report; call after it stopped."""
+    reports = fl.sanitizer_reports()
+    if reports:
+        raise AssertionError("sanitizer report(s) from faultline:\n" + "\n".join(reports[:20]))
+
+
+def started_faultline(testcase, scenario_text, *args, **kwargs):
+    """A started Faultline that testcase stops at cleanup, then checks for sanitizer reports."""
+    fl = Faultline(scenario_text, *args, **kwargs)
+    testcase.addCleanup(check_sanitizers, fl)
+    testcase.addCleanup(fl.close)
+    fl.start()
+    return fl
 
 
 def run_faultline(args, timeout=20.0, cwd=None):
@@ -661,3 +683,237 @@ def _pid_alive(pid):
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- http
+
+def http_proxy(name, upstream, var=None, listen="127.0.0.1:0", **fields):
+    """Lua that declares one http proxy. upstream: a port (-> http://127.0.0.1:PORT), "mock", or
+    any upstream string. Extra fields are added as Lua values (strings quoted)."""
+    var = var or name.replace("-", "_")
+    if isinstance(upstream, int):
+        upstream = f"http://127.0.0.1:{upstream}"
+    extra = "".join(f', {k} = "{v}"' if isinstance(v, str) else f", {k} = {v}"
+                    for k, v in fields.items())
+    return (f'local {var} = proxy {{ name = "{name}", listen = "{listen}", '
+            f'upstream = "{upstream}", protocol = "http"{extra} }}\n')
+
+
+def http_request(method, target, headers=(), body=None, version="HTTP/1.1", host="faultline.test"):
+    """The bytes of one request. Content-Length is added for a body unless headers set
+    Transfer-Encoding or Content-Length; Host is added unless headers carry one."""
+    names = {k.lower() for k, _ in headers}
+    lines = [f"{method} {target} {version}"]
+    if "host" not in names and host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def chunked(body, size=4096):
+    """body in chunked framing."""
+    out = [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+class HttpResponse:
+    def __init__(self, version, status, reason, headers, body, framing):
+        self.version, self.status, self.reason = version, status, reason
+        self.headers, self.body, self.framing = headers, body, framing
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<HttpResponse {self.status} {self.headers} {self.body[:200]!r}>"
+
+
+class HttpReader:
+    """Reads responses one after another from a socket (pipelining-safe: keeps what follows)."""
+
+    def __init__(self, sock, timeout=5.0):
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out reading a response; have {bytes(self.buf[:300])!r}")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 18)
+        except socket.timeout:
+            return
+        if not data:
+            self.eof = True
+            raise EOFError(f"connection closed; have {bytes(self.buf[:300])!r}")
+        self.buf += data
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buf:
+            self._fill(deadline)
+        i = self.buf.index(b"\r\n")
+        out = bytes(self.buf[:i])
+        del self.buf[:i + 2]
+        return out
+
+    def _exactly(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def head(self, timeout=None):
+        """The next response head (1xx included): (status, headers)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        status_line = self._line(deadline).decode("latin-1")
+        headers = []
+        while True:
+            line = self._line(deadline)
+            if line == b"":
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            headers.append((k.strip(), v.strip()))
+        return int(status_line.split(" ")[1]), headers
+
+    def chunk(self, timeout=None):
+        """The next chunk's data of a chunked body after head(); b"" at its end."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        size = int(self._line(deadline).split(b";")[0], 16)
+        if size == 0:
+            while self._line(deadline) != b"":
+                pass
+            return b""
+        data = self._exactly(size, deadline)
+        self._line(deadline)
+        return data
+
+    def response(self, head_only=False, informational=False, timeout=None):
+        """The next response. 1xx responses are skipped unless informational=True. Raises
+        EOFError if the connection closes first (or mid-response)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            status_line = self._line(deadline).decode("latin-1")
+            version, status, reason = (status_line.split(" ", 2) + [""])[:3]
+            headers = []
+            while True:
+                line = self._line(deadline)
+                if line == b"":
+                    break
+                k, _, v = line.decode("latin-1").partition(":")
+                headers.append((k.strip(), v.strip()))
+            status = int(status)
+            if 100 <= status < 200 and status != 101 and not informational:
+                continue
+            break
+        lower = {k.lower(): v for k, v in headers}
+        if head_only or status in (101, 204, 304) or 100 <= status < 200:
+            return HttpResponse(version, status, reason, headers, b"", "none")
+        if "chunked" in lower.get("transfer-encoding", "").lower():
+            parts = []
+            while True:
+                size = int(self._line(deadline).split(b";")[0], 16)
+                if size == 0:
+                    while self._line(deadline) != b"":
+                        pass
+                    break
+                parts.append(self._exactly(size, deadline))
+                self._line(deadline)
+            return HttpResponse(version, status, reason, headers, b"".join(parts), "chunked")
+        if "content-length" in lower:
+            body = self._exactly(int(lower["content-length"]), deadline)
+            return HttpResponse(version, status, reason, headers, body, "length")
+        while not self.eof:  # delimited by close
+            try:
+                self._fill(deadline)
+            except EOFError:
+                break
+        body = bytes(self.buf)
+        self.buf.clear()
+        return HttpResponse(version, status, reason, headers, body, "close")
+
+    def closed(self, timeout=5.0):
+        """Waits for the peer to close: 'eof', 'reset' or 'timeout' (extra bytes are an error)."""
+        if self.eof:
+            return "eof"
+        data, how, _ = recv_until_closed(self.sock, timeout)
+        if data or self.buf:
+            raise AssertionError(f"unexpected bytes before close: {bytes(self.buf) + data!r}")
+        return how
+
+
+def http_exchange(addr, request_bytes, timeout=5.0, head_only=False):
+    """One request on a new connection; returns the HttpResponse."""
+    with connect(addr, timeout) as s:
+        s.sendall(request_bytes)
+        return HttpReader(s, timeout).response(head_only=head_only)
+
+
+class CurlResult:
+    def __init__(self, exit, status, headers, body, elapsed, stderr):
+        self.exit, self.status, self.headers = exit, status, headers
+        self.body, self.elapsed, self.stderr = body, elapsed, stderr
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return (f"<curl exit {self.exit} status {self.status} after {self.elapsed:.2f}s "
+                f"headers {self.headers} body {self.body[:300]!r} stderr {self.stderr[-500:]!r}>")
+
+
+def curl(url, *args, max_time=8, timeout=30.0):
+    """Runs `curl -sS URL ARGS...` (no proxy from the environment, no `Expect: 100-continue`
+    unless ARGS set it, --max-time max_time unless ARGS set it); returns CurlResult with curl's
+    exit code, %{http_code}, the last header block, the body and the wall time."""
+    tmpdir = tempfile.mkdtemp(prefix="faultline-curl-")
+    try:
+        body_path = os.path.join(tmpdir, "body")
+        head_path = os.path.join(tmpdir, "head")
+        extra = [str(a) for a in args]
+        if not any(a.lower().startswith("expect:") for a in extra):
+            extra = ["-H", "Expect:"] + extra
+        if "--max-time" not in extra and "-m" not in extra:
+            extra = ["--max-time", str(max_time)] + extra
+        cmd = ["curl", "-sS", "--noproxy", "*", "-o", body_path, "-D", head_path,
+               "-w", "%{http_code}", url, *extra]
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        elapsed = time.monotonic() - t0
+        body = b""
+        if os.path.exists(body_path):
+            with open(body_path, "rb") as f:
+                body = f.read()
+        headers = []
+        if os.path.exists(head_path):
+            with open(head_path, "rb") as f:
+                blocks = [b for b in f.read().decode("latin-1").split("\r\n\r\n") if b.strip()]
+            if blocks:
+                for line in blocks[-1].split("\r\n")[1:]:
+                    k, _, v = line.partition(":")
+                    headers.append((k.strip(), v.strip()))
+        try:
+            status = int(out.stdout.decode() or 0)
+        except ValueError:
+            status = 0
+        return CurlResult(out.returncode, status, headers, body, elapsed,
+                          out.stderr.decode("utf-8", "replace"))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

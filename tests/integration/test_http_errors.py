@@ -1,0 +1,178 @@
+"""Bad input on an http proxy (SPEC §6): malformed or oversized requests, upstreams that are
+unreachable, silent, not HTTP or gone mid-body, clients that vanish. Each gets a clear answer
+(a JSON error, or a cut connection), and the proxy goes on serving."""
+
+import json
+import os
+import socket
+import unittest
+
+from faultline_testlib import (Faultline, HttpReader, check_sanitizers, connect, curl,
+                               http_exchange, http_proxy, http_request, refused_port, reset_close,
+                               started_faultline)
+from http_upstream import HttpUpstream, payload, sse_event
+
+
+class HttpErrorsTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = HttpUpstream()
+        cls.fl = Faultline(http_proxy("p", cls.up.port, upstream_timeout=300))
+        try:
+            cls.fl.start()
+        except BaseException:
+            cls.up.close()
+            raise
+        cls.addr = cls.fl.addr("p")
+        cls.base = f"http://{cls.addr[0]}:{cls.addr[1]}"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.fl.close()
+        check_sanitizers(cls.fl)
+        cls.up.close()
+
+    def tearDown(self):
+        # after every bad input, a normal request is still served
+        body = os.urandom(3000)
+        r = http_exchange(self.addr, http_request("POST", "/echo/still-fine", body=body))
+        self.assertEqual(r.status, 200, f"the proxy stopped serving: {r}")
+        self.assertEqual(r.json()["body_len"], len(body))
+        self.assertTrue(self.fl.alive(), self.fl.stderr_text())
+
+    def assert_json_error(self, status, headers, body, code, err_type):
+        self.assertEqual(status, code, body)
+        err = json.loads(body)["error"]
+        self.assertEqual(sorted(err), ["code", "message", "param", "type"], err)
+        self.assertEqual(err["type"], err_type, err)
+        self.assertEqual((err["param"], err["code"]), (None, None))
+        lower = {k.lower(): v for k, v in headers}
+        self.assertTrue(lower.get("content-type", "").startswith("application/json"), headers)
+        self.assertEqual(lower.get("x-faultline-error"), err_type, headers)
+        return err["message"]
+
+    # ---------------------------------------------------------------- from the client
+
+    def test_a_malformed_request_line_gets_a_400_naming_the_problem_and_the_connection_closes(self):
+        with connect(self.addr) as s:
+            s.sendall(b"GET /echo/x HTTP/1.1 trailing-garbage\r\nHost: x\r\n\r\n")
+            reader = HttpReader(s)
+            resp = reader.response()
+            message = self.assert_json_error(resp.status, resp.headers, resp.body, 400, "invalid_request")
+            self.assertIn("malformed request", message)
+            self.assertGreater(len(message), len("faultline: malformed request: "), message)
+            self.assertEqual(reader.closed(), "eof", "the connection stayed open after a 400")
+
+    def test_a_request_line_that_is_not_http_at_all_gets_a_400(self):
+        with connect(self.addr) as s:
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n")
+            reader = HttpReader(s)
+            resp = reader.response()
+            self.assert_json_error(resp.status, resp.headers, resp.body, 400, "invalid_request")
+            self.assertEqual(reader.closed(), "eof")
+
+    def test_a_70_kib_header_gets_a_431_and_the_connection_closes(self):
+        with connect(self.addr) as s:
+            try:
+                s.sendall(http_request("GET", "/echo/big-header", [("X-Big", "b" * (70 * 1024))]))
+            except OSError:
+                pass  # the proxy may answer and close while we still send
+            reader = HttpReader(s)
+            resp = reader.response()
+            message = self.assert_json_error(resp.status, resp.headers, resp.body, 431,
+                                             "request_header_fields_too_large")
+            self.assertIn("too large", message)
+            self.assertIn(reader.closed(), ("eof", "reset"))
+        self.assertEqual([r for r in self.up.requests if r["path"] == "/echo/big-header"], [])
+
+    def test_a_client_vanishing_mid_request_does_not_disturb_another_connection(self):
+        with connect(self.addr) as other:
+            other.sendall(http_request("GET", "/sse/other?events=6&interval_ms=50"))
+            reader = HttpReader(other)
+            status, _ = reader.head()
+            self.assertEqual(status, 200)
+            first = reader.chunk()
+            # one client resets halfway through a body, one closes halfway through a head
+            a = connect(self.addr)
+            a.sendall(http_request("POST", "/echo/abandoned", [("Content-Length", "100000")]) + b"x" * 1000)
+            reset_close(a)
+            b = connect(self.addr)
+            b.sendall(b"POST /echo/half-head HTTP/1.1\r\nHost: x\r\nContent-Le")
+            b.close()
+            c = connect(self.addr)
+            c.sendall(http_request("POST", "/echo/abandoned-chunked", [("Transfer-Encoding", "chunked")])
+                      + b"10\r\n0123456789")
+            c.shutdown(socket.SHUT_WR)
+            c.close()
+            stream = first
+            while True:
+                data = reader.chunk()
+                if not data:
+                    break
+                stream += data
+            self.assertEqual(stream, b"".join(sse_event(i) for i in range(1, 7)))
+
+    # ---------------------------------------------------------------- from the upstream
+
+    def test_upstream_garbage_instead_of_http_gets_a_502_bad_upstream_response(self):
+        r = curl(f"{self.base}/garbage")
+        self.assertEqual(r.exit, 0, r)
+        self.assert_json_error(r.status, r.headers, r.body, 502, "bad_upstream_response")
+
+    def test_an_upstream_that_never_answers_gets_a_504_after_upstream_timeout(self):
+        r = curl(f"{self.base}/hang")
+        self.assertEqual(r.exit, 0, r)
+        message = self.assert_json_error(r.status, r.headers, r.body, 504, "upstream_timeout")
+        self.assertIn("300 ms", message)
+        self.assertGreaterEqual(r.elapsed, 0.3, r)
+
+    def test_an_upstream_closing_before_it_answers_gets_a_502(self):
+        r = curl(f"{self.base}/close-early")
+        self.assertEqual(r.exit, 0, r)
+        self.assert_json_error(r.status, r.headers, r.body, 502, "upstream_closed")
+        self.assertIn("closed the connection without responding", r.json()["error"]["message"])
+
+    def test_an_upstream_closing_mid_body_cuts_the_client_connection(self):
+        r = curl(f"{self.base}/cut?n=10000&send=1000")
+        self.assertEqual(r.status, 200, r)
+        self.assertNotEqual(r.exit, 0, f"an incomplete body looked complete: {r}")
+        self.assertEqual(r.body, payload(10000)[:1000])
+
+
+class HttpUnreachableUpstreamTest(unittest.TestCase):
+
+    def test_a_refused_upstream_gets_a_502_upstream_unreachable_naming_it(self):
+        holder, port = refused_port()
+        self.addCleanup(holder.close)
+        fl = started_faultline(self, http_proxy("p", port))
+        host, lport = fl.addr("p")
+        for _ in range(2):  # and again: the failure is not cached into a hang
+            r = curl(f"http://{host}:{lport}/v1/models")
+            self.assertEqual((r.exit, r.status), (0, 502), r)
+            err = r.json()["error"]
+            self.assertEqual(err["type"], "upstream_unreachable", err)
+            self.assertEqual(r.header("x-faultline-error"), "upstream_unreachable")
+            self.assertIn(f"127.0.0.1:{port}", err["message"])
+            self.assertIn("refused", err["message"])
+        self.assertTrue(fl.alive())
+        self.assertEqual(fl.stop(), 0, fl.stderr_text())
+
+    def test_an_upstream_resetting_before_it_answers_gets_a_502_and_faultline_still_stops(self):
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        fl = started_faultline(self, http_proxy("p", up.port))
+        with connect(fl.addr("p")) as s:
+            s.sendall(http_request("GET", "/reset-early"))
+            reader = HttpReader(s)
+            resp = reader.response()
+            self.assertEqual(resp.status, 502, resp)
+            self.assertEqual(resp.json()["error"]["type"], "upstream_unreachable")
+            self.assertEqual(reader.closed(), "eof")
+        r = http_exchange(fl.addr("p"), http_request("GET", "/echo/next"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(fl.stop(timeout=5), 0, "faultline did not stop on SIGTERM:\n" + fl.stderr_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
