@@ -25,6 +25,9 @@ class Message {
   virtual uint64_t connection() const = 0;
   // The field's text, or nullopt when the message has no such field.
   virtual std::optional<std::string> field(std::string_view name) const = 0;
+  // The same without a copy, for fields the message holds as text already; nullptr means "ask field()".
+  // Rules test fields on every message, so the common ones should not allocate.
+  virtual const std::string* field_ref(std::string_view /*name*/) const { return nullptr; }
   // A top-level field of the JSON body (http), or nullptr (no body, not JSON, over 1 MiB).
   virtual const nlohmann::json* json_field(std::string_view name) const = 0;
   // Number of arguments (redis); 0 elsewhere.

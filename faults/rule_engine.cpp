@@ -72,6 +72,8 @@ bool RuleEngine::conditions_hold(const RuleSpec& rule, const Message& msg) const
     } else if (json) {
       const nlohmann::json* v = msg.json_field(field.substr(kJsonPrefix.size()));
       if (v == nullptr || !v->is_string() || !cond.matcher.matches(v->get_ref<const std::string&>())) return false;
+    } else if (const std::string* ref = msg.field_ref(field)) {
+      if (!cond.matcher.matches(*ref)) return false;
     } else {
       const std::optional<std::string> text = msg.field(field);
       if (!text || !cond.matcher.matches(*text)) return false;

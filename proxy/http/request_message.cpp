@@ -10,7 +10,7 @@ void RequestMessage::set_body(std::string_view body) {
 
 std::optional<std::string> RequestMessage::field(std::string_view name) const {
   if (name == "method") return head_.method;
-  if (name == "path") return head_.path();
+  if (name == "path") return path_;
   if (name == "host") {
     auto host = head_.host();
     if (!host) return std::nullopt;
@@ -37,6 +37,17 @@ std::optional<std::string> RequestMessage::field(std::string_view name) const {
   return std::nullopt;
 }
 
+const std::string* RequestMessage::field_ref(std::string_view name) const {
+  if (name == "method") return &head_.method;
+  if (name == "path") return &path_;
+  if (name.rfind("header:", 0) == 0) {
+    const std::string_view wanted = name.substr(7);
+    for (const auto& h : head_.headers)
+      if (iequals(h.name, wanted)) return &h.value;
+  }
+  return nullptr;
+}
+
 const nlohmann::json* RequestMessage::json_field(std::string_view name) const {
   if (!body_.is_object()) return nullptr;
   auto it = body_.find(name);
@@ -46,7 +57,7 @@ const nlohmann::json* RequestMessage::json_field(std::string_view name) const {
 nlohmann::ordered_json RequestMessage::describe() const {
   nlohmann::ordered_json d;
   d["method"] = head_.method;
-  d["path"] = head_.path();
+  d["path"] = path_;
   return d;
 }
 
