@@ -235,7 +235,6 @@ void HttpSession::pump() {
 }
 
 void HttpSession::on_request_head(const http::Event&, std::string_view) {
-  head_ = req_.head();
   phase_ = Phase::idle;
   held_.clear();
   body_.clear();
@@ -243,29 +242,26 @@ void HttpSession::on_request_head(const http::Event&, std::string_view) {
   req_done_ = false;
   resp_started_ = false;
   resp_done_ = false;
-  keep_client_ = head_.keep_alive;
+  keep_client_ = head().keep_alive;
   fired_.reset();
   shape_ = Shape::pass;
-  // The head goes upstream rewritten: Host names the upstream, x-forwarded-for the client.
-  http::RequestHead out = head_;
-  if (!proxy_.spec->mock) http::set_header(out.headers, "Host", proxy_.upstream_host_header);
-  if (auto xff = out.header("x-forwarded-for"))
-    http::set_header(out.headers, "X-Forwarded-For", std::string(*xff) + ", " + client_ip_);
-  else
-    http::append_header(out.headers, "X-Forwarded-For", client_ip_);
-  const bool has_body = head_.chunked || head_.content_length.value_or(0) > 0;
+  // The head goes upstream rewritten: Host names the upstream, X-Forwarded-For the client.
+  http::ForwardEdits edits;
+  if (!proxy_.spec->mock) edits.host = proxy_.upstream_host_header;
+  edits.client = client_ip_;
+  const bool has_body = head().chunked || head().content_length.value_or(0) > 0;
   if (proxy_.needs_body && has_body) {
     phase_ = Phase::looking;
-    if (head_.expect_continue) {
+    if (head().expect_continue) {
       // We read the body before anyone upstream could say 100 Continue: say it ourselves, and do not ask the
       // upstream again.
-      http::remove_header(out.headers, "Expect");
+      edits.drop_expect = true;
       to_client("HTTP/1.1 100 Continue\r\n\r\n");
     }
-    held_ = http::serialize_request_head(out);
+    held_ = http::serialize_forwarded_head(head(), edits);
     return;
   }
-  held_ = http::serialize_request_head(out);
+  held_ = http::serialize_forwarded_head(head(), edits);
   decide();
 }
 
@@ -424,7 +420,7 @@ void HttpSession::maybe_delete() {
 void HttpSession::decide() {
   phase_ = Phase::forwarding;  // the default below may be overridden by the action
   if (proxy_.rules) {
-    http::RequestMessage msg(head_, ordinal_);
+    http::RequestMessage msg(head(), ordinal_);
     if (!body_overflow_ && !body_.empty()) msg.set_body(body_);
     const double now_s = static_cast<double>(uv_hrtime() - worker_.runtime().start_ns) / 1e9;
     fired_ = proxy_.rules->evaluate(msg, id_, now_s);
@@ -433,8 +429,8 @@ void HttpSession::decide() {
     forward();
     return;
   }
-  spdlog::debug("{} rule '{}' fires: {} on {} {}", tag(), fired_->rule->name, fired_->action.name(), head_.method,
-                head_.target);
+  spdlog::debug("{} rule '{}' fires: {} on {} {}", tag(), fired_->rule->name, fired_->action.name(), head().method,
+                head().target);
   act(fired_->action);
 }
 
@@ -503,8 +499,8 @@ void HttpSession::act(const faults::ActionSpec& a) {
 void HttpSession::answer(const faults::ActionSpec& a) {
   phase_ = Phase::answered;
   // A client that waits for 100 Continue would otherwise send its body as the next request: close after.
-  if (head_.expect_continue && !req_done_) keep_client_ = false;
-  const bool head_only = head_.method == "HEAD";
+  if (head().expect_continue && !req_done_) keep_client_ = false;
+  const bool head_only = head().method == "HEAD";
   to_client(serialize_response(a, !keep_client_, head_only));
   resp_started_ = true;
   resp_done_ = true;
@@ -517,7 +513,7 @@ void HttpSession::forward() {
     held_.clear();
   } else {
     ensure_upstream();
-    resp_.expect_response_to(head_.method);
+    resp_.expect_response_to(head().method);
     std::string bytes = std::move(held_);
     held_.clear();
     send_upstream(bytes);
@@ -600,7 +596,7 @@ bool HttpSession::retry_on_fresh_upstream(const std::string& why) {
   upstream_reused_ = false;
   resend_.clear();
   resp_ = http::ResponseParser();
-  resp_.expect_response_to(head_.method);
+  resp_.expect_response_to(head().method);
   upstream_->read_start();
   upstream_->write(bytes);
   return true;
@@ -696,7 +692,7 @@ void HttpSession::handle_response_events(std::string_view in) {
 void HttpSession::on_response_head(std::string_view raw) {
   const http::ResponseHead& rh = resp_.head();
   if (rh.status < 200 && !rh.upgrade) {  // 100 Continue, 103 Early Hints: passed on as they are
-    if (head_.version_minor >= 1 && shape_ != Shape::discard) to_client(raw);
+    if (head().version_minor >= 1 && shape_ != Shape::discard) to_client(raw);
     return;
   }
   action_timer_.stop();
@@ -837,7 +833,7 @@ void HttpSession::on_upstream_closed(Conn& c) {
 // client's connection is cut (it cannot be told anything else mid-body).
 void HttpSession::upstream_failed(int status, const std::string& type, const std::string& why) {
   if (type != "upstream_unreachable" && type != "bad_upstream_response")  // those two were logged already
-    spdlog::warn("{} {} ({} {})", tag(), why.substr(11), head_.method, head_.target);
+    spdlog::warn("{} {} ({} {})", tag(), why.substr(11), head().method, head().target);
   drop_upstream();
   if (!client_ || closing_) {
     close_everything(false);
@@ -849,7 +845,7 @@ void HttpSession::upstream_failed(int status, const std::string& type, const std
   }
   phase_ = Phase::answered;
   keep_client_ = false;
-  to_client(serialize_response(error_response(status, type, why), true, head_.method == "HEAD"));
+  to_client(serialize_response(error_response(status, type, why), true, head().method == "HEAD"));
   resp_started_ = true;
   resp_done_ = true;
   finish_client(false);
@@ -857,22 +853,22 @@ void HttpSession::upstream_failed(int status, const std::string& type, const std
 
 // upstream = "mock": chat completions get the openai_api defaults, anything else a 404 like the API's.
 void HttpSession::mock_respond() {
-  const std::string path = head_.path();
-  const bool chat = head_.method == "POST" && path.size() >= 17 && path.ends_with("/chat/completions");
+  const std::string path = head().path();
+  const bool chat = head().method == "POST" && path.size() >= 17 && path.ends_with("/chat/completions");
   faults::ActionSpec a;
   if (chat) {
-    http::RequestMessage msg(head_, ordinal_);
+    http::RequestMessage msg(head(), ordinal_);
     msg.set_body(body_);
     const nlohmann::json* stream = msg.json_field("stream");
     a = stream && stream->is_boolean() && stream->get<bool>() ? *proxy_.spec->mock_stream : *proxy_.spec->mock_completion;
   } else {
     a = error_response(404, "invalid_request_error",
-                       "Invalid URL (" + head_.method + " " + path + "): faultline's mock serves POST .../chat/completions",
+                       "Invalid URL (" + head().method + " " + path + "): faultline's mock serves POST .../chat/completions",
                        false);
   }
   // Through the response path, so sse_cut, truncate and the rest act on mock answers too.
   resp_ = http::ResponseParser();
-  resp_.expect_response_to(head_.method);
+  resp_.expect_response_to(head().method);
   handle_response_events(serialize_response(a, false, false));
 }
 

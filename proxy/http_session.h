@@ -132,6 +132,9 @@ class HttpSession final : public WorkerSession {
   void close_everything(bool rst);
   void update_reading();
   uint64_t now_us() const { return uv_hrtime() / 1000; }
+  // The request being handled: the parser holds it until the next request's head, which is parsed only once
+  // this exchange is over.
+  const http::RequestHead& head() const { return req_.head(); }
 
   Worker& worker_;
   ProxyRuntime& proxy_;
@@ -156,7 +159,6 @@ class HttpSession final : public WorkerSession {
 
   // The current exchange.
   Phase phase_ = Phase::idle;
-  http::RequestHead head_;    // the request being handled (copied: the parser's head moves on)
   std::string held_;          // request bytes held until the decision (rewritten head + raw body)
   std::string body_;          // decoded body, for json matchers (bounded)
   bool body_overflow_ = false;

@@ -127,9 +127,11 @@ std::optional<std::string> RequestHead::host() const {
   return std::nullopt;
 }
 
-std::string serialize_request_head(const RequestHead& head) {
+std::string serialize_request_head(const RequestHead& head) { return serialize_forwarded_head(head, {}); }
+
+std::string serialize_forwarded_head(const RequestHead& head, const ForwardEdits& edits) {
   std::string out;
-  size_t size = head.method.size() + head.target.size() + 16;
+  size_t size = head.method.size() + head.target.size() + edits.host.size() + edits.client.size() + 64;
   for (const auto& h : head.headers) size += h.name.size() + h.value.size() + 4;
   out.reserve(size);
   append_sanitized(out, head.method);
@@ -140,12 +142,38 @@ std::string serialize_request_head(const RequestHead& head) {
   out.push_back('.');
   out += std::to_string(head.version_minor);
   out += "\r\n";
-  for (const auto& h : head.headers) {
-    append_sanitized(out, h.name);
+  bool host_done = edits.host.empty();
+  bool xff_done = edits.client.empty();
+  auto line = [&out](std::string_view name, std::string_view value, std::string_view extra = {}) {
+    append_sanitized(out, name);
     out += ": ";
-    append_sanitized(out, h.value);
+    append_sanitized(out, value);
+    if (!extra.empty()) {
+      out += ", ";
+      append_sanitized(out, extra);
+    }
     out += "\r\n";
+  };
+  // The client goes at the end of the list: after the last X-Forwarded-For line, as repeated lines combine in order.
+  const Header* last_xff = nullptr;
+  if (!edits.client.empty())
+    for (const auto& h : head.headers)
+      if (iequals(h.name, "x-forwarded-for")) last_xff = &h;
+  for (const auto& h : head.headers) {
+    if (!edits.host.empty() && iequals(h.name, "host")) {
+      if (!host_done) line(h.name, edits.host);  // the first Host, rewritten; any repeat dropped
+      host_done = true;
+    } else if (&h == last_xff) {
+      line(h.name, h.value, edits.client);
+      xff_done = true;
+    } else if (edits.drop_expect && iequals(h.name, "expect")) {
+      continue;
+    } else {
+      line(h.name, h.value);
+    }
   }
+  if (!host_done) line("Host", edits.host);
+  if (!xff_done) line("X-Forwarded-For", edits.client);
   out += "\r\n";
   return out;
 }

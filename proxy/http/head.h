@@ -78,4 +78,12 @@ struct ResponseHead {
 // when it was written canonically ("Name: value\r\n", CRLF line ends).
 std::string serialize_request_head(const RequestHead& head);
 
+// What a proxy changes in a request head on its way upstream, written without copying the head.
+struct ForwardEdits {
+  std::string_view host;    // non-empty: the (first) Host header's value becomes this, or it is added
+  std::string_view client;  // non-empty: appended to X-Forwarded-For (", client"), or the header is added
+  bool drop_expect = false; // remove Expect (the proxy answered 100 Continue itself)
+};
+std::string serialize_forwarded_head(const RequestHead& head, const ForwardEdits& edits);
+
 }  // namespace faultline::proxy::http

@@ -72,3 +72,26 @@ TEST_CASE("percent_decode decodes escapes and plus signs and keeps malformed esc
   CHECK(percent_decode("%4") == "%4");
   CHECK(percent_decode("100%") == "100%");
 }
+
+TEST_CASE("a forwarded head gets the upstream's Host, the client in X-Forwarded-For, and loses Expect on request") {
+  RequestHead h;
+  h.method = "POST";
+  h.target = "/v1/chat/completions";
+  h.headers = {{"Host", "127.0.0.1:9000"},   {"X-Forwarded-For", "10.0.0.1"}, {"Expect", "100-continue"},
+               {"host", "evil.example"},     {"x-forwarded-for", "10.0.0.2"}, {"Content-Length", "2"}};
+  ForwardEdits edits;
+  edits.host = "api.openai.com";
+  edits.client = "127.0.0.1";
+  CHECK(serialize_forwarded_head(h, edits) ==
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        "Expect: 100-continue\r\nx-forwarded-for: 10.0.0.2, 127.0.0.1\r\nContent-Length: 2\r\n\r\n");
+  edits.drop_expect = true;
+  CHECK(serialize_forwarded_head(h, edits).find("Expect") == std::string::npos);
+
+  RequestHead bare;
+  bare.method = "GET";
+  bare.target = "/";
+  bare.version_minor = 0;
+  CHECK(serialize_forwarded_head(bare, edits) == "GET / HTTP/1.0\r\nHost: api.openai.com\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n");
+  CHECK(serialize_forwarded_head(bare, {}) == serialize_request_head(bare));
+}
