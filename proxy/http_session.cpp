@@ -232,6 +232,7 @@ void HttpSession::pump() {
     if (consumed == 0) break;  // an incomplete head: wait for more
   }
   pumping_ = false;
+  flush_upstream_batch();
 }
 
 void HttpSession::on_request_head(const http::Event&, std::string_view) {
@@ -562,8 +563,25 @@ void HttpSession::ensure_upstream() {
   upstream_->read_start();
 }
 
+// Bytes for the upstream: while one read of the client is parsed they are gathered (a request head and its
+// body go out in one write, not one per event).
 void HttpSession::send_upstream(std::string_view bytes) {
   if (!upstream_) return;
+  if (pumping_) {
+    up_batch_.append(bytes);
+    return;
+  }
+  send_upstream_now(bytes);
+}
+
+void HttpSession::flush_upstream_batch() {
+  if (up_batch_.empty()) return;
+  std::string bytes = std::move(up_batch_);
+  up_batch_.clear();
+  if (upstream_) send_upstream_now(bytes);
+}
+
+void HttpSession::send_upstream_now(std::string_view bytes) {
   if (resend_ok_ && upstream_reused_) {
     if (resend_.size() + bytes.size() <= kResendMax)
       resend_.append(bytes);
@@ -681,6 +699,7 @@ void HttpSession::handle_response_events(std::string_view in) {
   }
   if (outer) {
     in_response_ = false;
+    flush_client_batch();
     if (repump_ && !closing_) {
       repump_ = false;
       pump();
@@ -791,12 +810,14 @@ void HttpSession::on_upstream_eof() {
         on_response_end({});
       } else if (ev.kind == http::EventKind::error) {
         in_response_ = false;
+        flush_client_batch();
         upstream_failed(502, "upstream_closed", "faultline: upstream " + proxy_.spec->upstream +
                                                     " closed the connection before the response ended");
         return;
       }
     }
     in_response_ = false;
+    flush_client_batch();
   }
   drop_upstream();
   if (repump_ && !closing_) {
@@ -881,6 +902,7 @@ void HttpSession::drop_upstream() {
 }
 
 void HttpSession::detach_upstream() {
+  up_batch_.clear();
   if (!upstream_) return;
   upstream_ = nullptr;
   upstreams_closing_ += 1;
@@ -905,6 +927,10 @@ void HttpSession::emit(std::string_view bytes, uint64_t due_us) {
   }
   if (shape_ == Shape::delay_response) due_us = std::max(due_us, last_due_us_);
   if (due_us == 0 && pieces_.empty()) {
+    if (in_response_) {
+      batch_.append(bytes);  // one write per upstream read, not one per event
+      return;
+    }
     to_client(bytes);
     return;
   }
@@ -979,7 +1005,15 @@ void HttpSession::drain_pieces() {
   maybe_finish_exchange();
 }
 
+void HttpSession::flush_client_batch() {
+  if (batch_.empty()) return;
+  std::string bytes = std::move(batch_);
+  batch_.clear();
+  to_client(bytes);
+}
+
 void HttpSession::to_client(std::string_view bytes) {
+  flush_client_batch();  // whatever was gathered goes first
   if (!client_ || bytes.empty()) return;
   if (!down_chain_) {
     client_->write(bytes);
@@ -1057,6 +1091,7 @@ void HttpSession::reset_exchange() {
 // or a reset.
 void HttpSession::finish_client(bool rst) {
   if (!client_ || closing_) return;
+  flush_client_batch();
   closing_ = true;
   piece_timer_.stop();
   if (drop_after_forward_ && phase_ == Phase::forwarding) {

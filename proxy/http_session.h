@@ -98,6 +98,9 @@ class HttpSession final : public WorkerSession {
   // upstream side
   void ensure_upstream();
   void send_upstream(std::string_view bytes);
+  void send_upstream_now(std::string_view bytes);
+  void flush_upstream_batch();
+  void flush_client_batch();
   void on_upstream_data(std::string_view bytes);
   void on_upstream_eof();
   void on_upstream_error(const std::string& why, bool reset);
@@ -156,6 +159,8 @@ class HttpSession final : public WorkerSession {
   int upstreams_closing_ = 0; // upstream connections closed but not yet called back
   std::string in_;     // client bytes the parser has not consumed yet
   std::string up_in_;  // upstream bytes the parser has not consumed yet
+  std::string batch_;     // response bytes gathered during one upstream read, written once at its end
+  std::string up_batch_;  // request bytes gathered during one client read
 
   // The current exchange.
   Phase phase_ = Phase::idle;
