@@ -205,18 +205,29 @@ void LuaScriptHooks::push_message(lua_State* L, const faults::Message& msg) {
   }
 }
 
-// A table whose fields are read from the message on demand. Its metatable is made per call and
-// knows the call's generation, so a msg kept in ctx.state cannot read a later call's message.
+// A table whose fields are read from the message on demand. It carries the call's generation under a private
+// key, so a msg kept in ctx.state cannot read a later call's message; its metatable is made once per kind
+// (rule functions run on every message: nothing per call that need not be).
+namespace {
+char kGenerationKey;  // its address is the private key
+}  // namespace
+
 void LuaScriptHooks::push_lazy(lua_State* L, const char* kind) {
-  lua_newtable(L);
-  lua_createtable(L, 0, 2);
-  lua_pushlightuserdata(L, this);
-  lua_pushstring(L, kind);
+  lua_createtable(L, 0, 1);
+  lua_pushlightuserdata(L, &kGenerationKey);
   lua_pushinteger(L, static_cast<lua_Integer>(generation_));
-  lua_pushcclosure(L, guarded<&LuaScriptHooks::lazy_index>, 3);
-  lua_setfield(L, -2, "__index");
-  lua_pushstring(L, ("msg." + std::string(kind)).c_str());
-  lua_setfield(L, -2, "__metatable");
+  lua_rawset(L, -3);
+  const std::string meta = std::string("faultline.lazy.") + kind;
+  if (luaL_getmetatable(L, meta.c_str()) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_newmetatable(L, meta.c_str());
+    lua_pushlightuserdata(L, this);
+    lua_pushstring(L, kind);
+    lua_pushcclosure(L, guarded<&LuaScriptHooks::lazy_index>, 2);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, (std::string("msg.") + kind).c_str());
+    lua_setfield(L, -2, "__metatable");
+  }
   lua_setmetatable(L, -2);
   lua_setfield(L, -2, kind);
 }
@@ -225,7 +236,10 @@ void LuaScriptHooks::push_lazy(lua_State* L, const char* kind) {
 int LuaScriptHooks::lazy_index(lua_State* L) {
   auto* self = static_cast<LuaScriptHooks*>(lua_touserdata(L, lua_upvalueindex(1)));
   const std::string kind = lua_tostring(L, lua_upvalueindex(2));
-  const auto generation = static_cast<uint64_t>(lua_tointeger(L, lua_upvalueindex(3)));
+  lua_pushlightuserdata(L, &kGenerationKey);
+  lua_rawget(L, 1);
+  const auto generation = static_cast<uint64_t>(lua_tointeger(L, -1));
+  lua_pop(L, 1);
   if (self->current_ == nullptr || generation != self->generation_)
     throw ScriptError("msg." + kind + " can be read only while the rule function runs (copy what you need)");
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
