@@ -17,6 +17,8 @@ namespace {
 
 constexpr const char* kStateKey = "faultline.ctx.state";  // registry: the one ctx.state table
 constexpr const char* kRngMeta = "faultline.rng";
+constexpr const char* kCtxMeta = "faultline.ctx";
+char kGenerationKey;  // its address is the private key of the generation in msg's lazy tables and ctx
 
 void set_string(lua_State* L, const char* name, const std::optional<std::string>& value) {
   if (!value) return;
@@ -120,11 +122,13 @@ std::string LuaScriptHooks::run(Call& call) {
   lua_State* L = sandbox_->state();
   lua_settop(L, 0);
   current_ = call.msg;
+  current_call_ = &call;
   ++generation_;
   lua_pushcfunction(L, guarded<&LuaScriptHooks::trampoline>);
   lua_pushlightuserdata(L, &call);
   std::string failure = sandbox_->call(1, 1);
   current_ = nullptr;
+  current_call_ = nullptr;
   return failure;
 }
 
@@ -208,10 +212,6 @@ void LuaScriptHooks::push_message(lua_State* L, const faults::Message& msg) {
 // A table whose fields are read from the message on demand. It carries the call's generation under a private
 // key, so a msg kept in ctx.state cannot read a later call's message; its metatable is made once per kind
 // (rule functions run on every message: nothing per call that need not be).
-namespace {
-char kGenerationKey;  // its address is the private key
-}  // namespace
-
 void LuaScriptHooks::push_lazy(lua_State* L, const char* kind) {
   lua_createtable(L, 0, 1);
   lua_pushlightuserdata(L, &kGenerationKey);
@@ -269,18 +269,6 @@ void LuaScriptHooks::push_context(lua_State* L, const Call& call) {
     lua_setfield(L, -2, "key");
   }
 
-  // The same draws for the same (seed, rule, key, count) on every run (SPEC §3).
-  const std::string& name = ctx.rule != nullptr ? ctx.rule->name : call.rule;
-  void* memory = lua_newuserdatauv(L, sizeof(faults::Rng), 0);
-  new (memory) faults::Rng(faults::decide(ctx.seed, name, ctx.key, ctx.count));
-  if (luaL_newmetatable(L, kRngMeta) != 0) {
-    lua_pushliteral(L, "rng");
-    lua_setfield(L, -2, "__metatable");
-  }
-  lua_setmetatable(L, -2);
-  lua_pushcclosure(L, guarded<&LuaScriptHooks::ctx_random>, 1);
-  lua_setfield(L, -2, "random");
-
   if (lua_getfield(L, LUA_REGISTRYINDEX, kStateKey) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_newtable(L);
@@ -289,9 +277,53 @@ void LuaScriptHooks::push_context(lua_State* L, const Call& call) {
   }
   lua_setfield(L, -2, "state");
 
-  lua_pushlstring(L, call.rule.data(), call.rule.size());
-  lua_pushcclosure(L, guarded<&LuaScriptHooks::ctx_log>, 1);
-  lua_setfield(L, -2, "log");
+  // random and log are made when first read: most rule functions use neither, and they run on every message.
+  lua_pushlightuserdata(L, &kGenerationKey);
+  lua_pushinteger(L, static_cast<lua_Integer>(generation_));
+  lua_rawset(L, -3);
+  if (luaL_getmetatable(L, kCtxMeta) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_newmetatable(L, kCtxMeta);
+    lua_pushlightuserdata(L, this);
+    lua_pushcclosure(L, guarded<&LuaScriptHooks::ctx_index>, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+}
+
+// ctx.random / ctx.log, on first read during the call; stored in ctx so later reads find them directly.
+int LuaScriptHooks::ctx_index(lua_State* L) {
+  auto* self = static_cast<LuaScriptHooks*>(lua_touserdata(L, lua_upvalueindex(1)));
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const std::string field = lua_tostring(L, 2);
+  if (field != "random" && field != "log") return 0;
+  lua_pushlightuserdata(L, &kGenerationKey);
+  lua_rawget(L, 1);
+  const auto generation = static_cast<uint64_t>(lua_tointeger(L, -1));
+  lua_pop(L, 1);
+  const Call* call = self->current_call_;
+  if (call == nullptr || call->ctx == nullptr || generation != self->generation_)
+    throw ScriptError("ctx." + field + " can be read only while the rule function runs");
+  if (field == "random") {
+    // The same draws for the same (seed, rule, key, count) on every run (SPEC §3).
+    const CallContext& ctx = *call->ctx;
+    const std::string& name = ctx.rule != nullptr ? ctx.rule->name : call->rule;
+    void* memory = lua_newuserdatauv(L, sizeof(faults::Rng), 0);
+    new (memory) faults::Rng(faults::decide(ctx.seed, name, ctx.key, ctx.count));
+    if (luaL_newmetatable(L, kRngMeta) != 0) {
+      lua_pushliteral(L, "rng");
+      lua_setfield(L, -2, "__metatable");
+    }
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, guarded<&LuaScriptHooks::ctx_random>, 1);
+  } else {
+    lua_pushlstring(L, call->rule.data(), call->rule.size());
+    lua_pushcclosure(L, guarded<&LuaScriptHooks::ctx_log>, 1);
+  }
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, 1);
+  return 1;
 }
 
 int LuaScriptHooks::ctx_random(lua_State* L) {

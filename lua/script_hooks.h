@@ -33,6 +33,7 @@ class LuaScriptHooks : public faults::ScriptHooks {
   static int lazy_index(lua_State* L);
   static int ctx_random(lua_State* L);
   static int ctx_log(lua_State* L);
+  static int ctx_index(lua_State* L);
 
   Call make_call(int function_ref, const faults::Message& msg, const std::string& rule);
   std::string run(Call& call);
@@ -49,6 +50,7 @@ class LuaScriptHooks : public faults::ScriptHooks {
   std::map<int, std::string> key_rules_;      // key function ref -> the rule's name
   std::map<int, std::string> where_;          // function ref -> "path:LINE" where it was defined
   const faults::Message* current_ = nullptr;  // the message of the call in progress
+  const Call* current_call_ = nullptr;        // and its call
   uint64_t generation_ = 0;                   // counts calls: a msg kept from an earlier call is stale
 };
 
