@@ -18,6 +18,7 @@ namespace {
 constexpr const char* kStateKey = "faultline.ctx.state";  // registry: the one ctx.state table
 constexpr const char* kRngMeta = "faultline.rng";
 constexpr const char* kCtxMeta = "faultline.ctx";
+constexpr const char* kMsgMeta = "faultline.msg";
 char kGenerationKey;  // its address is the private key of the generation in msg's lazy tables and ctx
 
 void set_string(lua_State* L, const char* name, const std::optional<std::string>& value) {
@@ -186,7 +187,18 @@ void LuaScriptHooks::push_message(lua_State* L, const faults::Message& msg) {
   switch (msg.protocol()) {
     case faults::Protocol::http:
       for (const char* name : {"method", "path", "host"}) set_string(L, name, msg.field(name));
-      for (const char* kind : {"header", "query", "json"}) push_lazy(L, kind);
+      // header, query and json are made on first read (msg_index): most functions look at path or method.
+      lua_pushlightuserdata(L, &kGenerationKey);
+      lua_pushinteger(L, static_cast<lua_Integer>(generation_));
+      lua_rawset(L, -3);
+      if (luaL_getmetatable(L, kMsgMeta) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        luaL_newmetatable(L, kMsgMeta);
+        lua_pushlightuserdata(L, this);
+        lua_pushcclosure(L, guarded<&LuaScriptHooks::msg_index>, 1);
+        lua_setfield(L, -2, "__index");
+      }
+      lua_setmetatable(L, -2);
       break;
     case faults::Protocol::redis: {
       for (const char* name : {"command", "key"}) set_string(L, name, msg.field(name));
@@ -230,6 +242,29 @@ void LuaScriptHooks::push_lazy(lua_State* L, const char* kind) {
   }
   lua_setmetatable(L, -2);
   lua_setfield(L, -2, kind);
+}
+
+// __index of an http msg: header, query and json, each made on first read and then kept in msg. A msg kept
+// from an earlier call gets tables that refuse to read (their generation is that msg's).
+int LuaScriptHooks::msg_index(lua_State* L) {
+  auto* self = static_cast<LuaScriptHooks*>(lua_touserdata(L, lua_upvalueindex(1)));
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const std::string field = lua_tostring(L, 2);
+  if (field != "header" && field != "query" && field != "json") return 0;
+  lua_pushlightuserdata(L, &kGenerationKey);
+  lua_rawget(L, 1);
+  const lua_Integer generation = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  struct Restore {  // push_lazy stamps the msg's own generation; the call's comes back however it ends
+    uint64_t& slot;
+    uint64_t saved;
+    ~Restore() { slot = saved; }
+  } restore{self->generation_, self->generation_};
+  self->generation_ = static_cast<uint64_t>(generation);
+  lua_settop(L, 1);
+  self->push_lazy(L, field.c_str());  // sets msg[field]
+  lua_getfield(L, 1, field.c_str());
+  return 1;
 }
 
 // __index of msg.header / msg.query / msg.json.

@@ -34,6 +34,7 @@ class LuaScriptHooks : public faults::ScriptHooks {
   static int ctx_random(lua_State* L);
   static int ctx_log(lua_State* L);
   static int ctx_index(lua_State* L);
+  static int msg_index(lua_State* L);
 
   Call make_call(int function_ref, const faults::Message& msg, const std::string& rule);
   std::string run(Call& call);
