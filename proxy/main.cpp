@@ -61,8 +61,13 @@ void print_check(const Scenario& sc) {
   std::printf("scenario %s: seed %llu%s\n", sc.path.c_str(), static_cast<unsigned long long>(sc.seed),
               sc.seed_set ? "" : " (default)");
   for (const auto& p : sc.proxies) {
-    std::printf("proxy '%s' %s listen %s -> upstream %s  (%s)\n", p.name.c_str(),
-                faultline::faults::to_string(p.protocol), p.listen.c_str(), p.upstream.c_str(), p.where.c_str());
+    std::string extra;
+    if (p.tls.mode == faultline::faults::ListenTls::Mode::auto_cert) extra += " tls auto";
+    if (p.tls.mode == faultline::faults::ListenTls::Mode::files) extra += " tls " + p.tls.cert;
+    if (p.upstream_tls && !p.tls_verify) extra += " tls_verify=false";
+    std::printf("proxy '%s' %s listen %s -> upstream %s%s%s  (%s)\n", p.name.c_str(),
+                faultline::faults::to_string(p.protocol), p.listen.c_str(), p.upstream_tls ? "https://" : "",
+                p.upstream.c_str(), extra.c_str(), p.where.c_str());
     for (const auto& t : p.toxics) {
       std::string attrs;
       for (const auto& [k, v] : t.attributes) attrs += (attrs.empty() ? "" : ", ") + k + "=" + std::to_string(v);
