@@ -875,7 +875,7 @@ void HttpSession::upstream_failed(int status, const std::string& type, const std
 // upstream = "mock": chat completions get the openai_api defaults, anything else a 404 like the API's.
 void HttpSession::mock_respond() {
   const std::string path = head().path();
-  const bool chat = head().method == "POST" && path.size() >= 17 && path.ends_with("/chat/completions");
+  const bool chat = head().method == "POST" && path.ends_with("/chat/completions");
   faults::ActionSpec a;
   if (chat) {
     http::RequestMessage msg(head(), ordinal_);

@@ -10,10 +10,15 @@ import tempfile
 import unittest
 
 from fake_openai import FakeOpenAI
-from faultline_testlib import Faultline, run_faultline, wait_until
-from sdk_client import CHAT_BODY, curl, sdk_chat
+from faultline_testlib import Faultline, curl, run_faultline, wait_until
+from sdk_client import CHAT_BODY, sdk_chat
 from test_openai_http import http_proxy
 from tls_util import TlsFakeOpenAI, leaf_signed_by, self_signed_cert
+
+
+def post(url, *args):
+    """A chat completion request with curl; see faultline_testlib.curl for the result."""
+    return curl(url, *args, "-H", "content-type: application/json", "--data-binary", CHAT_BODY, max_time=15)
 
 CURL_VERIFY_FAILED = 60  # CURLE_PEER_FAILED_VERIFICATION
 
@@ -61,17 +66,17 @@ class TlsTerminationTest(TempDirTest):
         _, port = fl.addr("api")
         url = f"https://127.0.0.1:{port}/v1/chat/completions"
 
-        ok = curl(url, "--cacert", self.ca, body=CHAT_BODY)
-        self.assertEqual((ok["rc"], ok["status"]), (0, 200), ok)
-        self.assertEqual(json.loads(ok["body"])["choices"][0]["message"]["content"], "Hello from the fake API")
+        ok = post(url, "--cacert", self.ca)
+        self.assertEqual((ok.exit, ok.status), (0, 200), ok)
+        self.assertEqual(ok.json()["choices"][0]["message"]["content"], "Hello from the fake API")
 
-        untrusted = curl(url, body=CHAT_BODY)  # the system roots only
-        self.assertEqual(untrusted["rc"], CURL_VERIFY_FAILED, untrusted)
-        self.assertEqual(untrusted["status"], 0, untrusted)
+        untrusted = post(url)  # the system roots only
+        self.assertEqual(untrusted.exit, CURL_VERIFY_FAILED, untrusted)
+        self.assertEqual(untrusted.status, 0, untrusted)
 
         # The certificate is for the listen host, the IP address: "localhost" is not in it.
-        wrong_name = curl(f"https://localhost:{port}/v1/chat/completions", "--cacert", self.ca, body=CHAT_BODY)
-        self.assertEqual(wrong_name["rc"], CURL_VERIFY_FAILED, wrong_name)
+        wrong_name = post(f"https://localhost:{port}/v1/chat/completions", "--cacert", self.ca)
+        self.assertEqual(wrong_name.exit, CURL_VERIFY_FAILED, wrong_name)
 
         trusted = sdk_chat(f"https://127.0.0.1:{port}/v1", extra_env={"NODE_EXTRA_CA_CERTS": self.ca})
         self.assertTrue(trusted["ok"], trusted)
@@ -90,8 +95,8 @@ class TlsTerminationTest(TempDirTest):
         _, port = fl.addr("api")
         for host in ("localhost", "127.0.0.1"):
             with self.subTest(host=host):
-                r = curl(f"https://{host}:{port}/v1/chat/completions", "--cacert", self.ca, body=CHAT_BODY)
-                self.assertEqual((r["rc"], r["status"]), (0, 200), r)
+                r = post(f"https://{host}:{port}/v1/chat/completions", "--cacert", self.ca)
+                self.assertEqual((r.exit, r.status), (0, 200), r)
                 result = sdk_chat(f"https://{host}:{port}/v1", extra_env={"NODE_EXTRA_CA_CERTS": self.ca})
                 self.assertTrue(result["ok"], result)
                 self.assertEqual(result["content"], "Hello from the fake API")
@@ -109,10 +114,10 @@ class TlsTerminationTest(TempDirTest):
         fl = self.start(http_proxy("api", self.upstream,
                                    extra=f', tls = {{ cert = "{cert}", key = "{key}" }}'))
         _, port = fl.addr("api")
-        r = curl(f"https://localhost:{port}/v1/chat/completions", "--cacert", self.ca, body=CHAT_BODY)
-        self.assertEqual((r["rc"], r["status"]), (0, 200), r)
-        untrusted = curl(f"https://localhost:{port}/v1/chat/completions", body=CHAT_BODY)
-        self.assertEqual(untrusted["rc"], CURL_VERIFY_FAILED, untrusted)
+        r = post(f"https://localhost:{port}/v1/chat/completions", "--cacert", self.ca)
+        self.assertEqual((r.exit, r.status), (0, 200), r)
+        untrusted = post(f"https://localhost:{port}/v1/chat/completions")
+        self.assertEqual(untrusted.exit, CURL_VERIFY_FAILED, untrusted)
         result = sdk_chat(f"https://localhost:{port}/v1", extra_env={"NODE_EXTRA_CA_CERTS": self.ca})
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["content"], "Hello from the fake API")
@@ -141,9 +146,9 @@ class TlsOriginationTest(TempDirTest):
     def test_verified_against_faultline_upstream_ca(self):
         fl = self.start(http_proxy("api", self.upstream), FAULTLINE_UPSTREAM_CA=self.cert)
         host, port = fl.addr("api")
-        r = curl(f"http://{host}:{port}/v1/chat/completions", body=CHAT_BODY)
-        self.assertEqual((r["rc"], r["status"]), (0, 200), r)
-        self.assertEqual(json.loads(r["body"])["choices"][0]["message"]["content"], "Hello from the fake API")
+        r = post(f"http://{host}:{port}/v1/chat/completions")
+        self.assertEqual((r.exit, r.status), (0, 200), r)
+        self.assertEqual(r.json()["choices"][0]["message"]["content"], "Hello from the fake API")
         result = sdk_chat(f"http://{host}:{port}/v1", STREAM=1)
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["content"], "Hello world")
@@ -153,13 +158,13 @@ class TlsOriginationTest(TempDirTest):
     def test_an_untrusted_upstream_certificate_is_a_502_naming_verification(self):
         fl = self.start(http_proxy("api", self.upstream))
         host, port = fl.addr("api")
-        r = curl(f"http://{host}:{port}/v1/chat/completions", body=CHAT_BODY)
-        self.assertEqual((r["rc"], r["status"]), (0, 502), r)
-        self.assertTrue(r["headers"].get("content-type", "").startswith("application/json"), r)
-        err = json.loads(r["body"])["error"]
+        r = post(f"http://{host}:{port}/v1/chat/completions")
+        self.assertEqual((r.exit, r.status), (0, 502), r)
+        self.assertTrue(r.header("content-type", "").startswith("application/json"), r)
+        err = r.json()["error"]
         self.assertRegex(err["message"].lower(), r"certificate.*verif|verif.*certificate", err)
         self.assertEqual(set(err), {"message", "type", "param", "code"}, err)
-        self.assertEqual(r["headers"].get("x-faultline-error"), err["type"], r)
+        self.assertEqual(r.header("x-faultline-error"), err["type"], r)
         self.assertEqual(self.chat_requests(), [], "nothing reaches an unverified upstream")
         # faultline refused the handshake; the server sees that alert in its own thread, soon.
         wait_until(lambda: any("unknown ca" in e.lower() for e in self.api.tls_errors), timeout=5,
@@ -172,8 +177,8 @@ class TlsOriginationTest(TempDirTest):
     def test_tls_verify_false_accepts_the_untrusted_certificate(self):
         fl = self.start(http_proxy("api", self.upstream, extra=", tls_verify = false"))
         host, port = fl.addr("api")
-        r = curl(f"http://{host}:{port}/v1/chat/completions", body=CHAT_BODY)
-        self.assertEqual((r["rc"], r["status"]), (0, 200), r)
+        r = post(f"http://{host}:{port}/v1/chat/completions")
+        self.assertEqual((r.exit, r.status), (0, 200), r)
         result = sdk_chat(f"http://{host}:{port}/v1")
         self.assertTrue(result["ok"], result)
         self.assertEqual(result["content"], "Hello from the fake API")

@@ -718,10 +718,8 @@ def chunked(body, size=4096):
     return b"".join(out) + b"0\r\n\r\n"
 
 
-class HttpResponse:
-    def __init__(self, version, status, reason, headers, body, framing):
-        self.version, self.status, self.reason = version, status, reason
-        self.headers, self.body, self.framing = headers, body, framing
+class _Answer:
+    """What HttpResponse and CurlResult share: headers as (name, value) pairs and a body."""
 
     def header(self, name, default=None):
         for k, v in self.headers:
@@ -731,6 +729,12 @@ class HttpResponse:
 
     def json(self):
         return json.loads(self.body)
+
+
+class HttpResponse(_Answer):
+    def __init__(self, version, status, reason, headers, body, framing):
+        self.version, self.status, self.reason = version, status, reason
+        self.headers, self.body, self.framing = headers, body, framing
 
     def __repr__(self):
         return f"<HttpResponse {self.status} {self.headers} {self.body[:200]!r}>"
@@ -860,19 +864,10 @@ def http_exchange(addr, request_bytes, timeout=5.0, head_only=False):
         return HttpReader(s, timeout).response(head_only=head_only)
 
 
-class CurlResult:
+class CurlResult(_Answer):
     def __init__(self, exit, status, headers, body, elapsed, stderr):
         self.exit, self.status, self.headers = exit, status, headers
         self.body, self.elapsed, self.stderr = body, elapsed, stderr
-
-    def header(self, name, default=None):
-        for k, v in self.headers:
-            if k.lower() == name.lower():
-                return v
-        return default
-
-    def json(self):
-        return json.loads(self.body)
 
     def __repr__(self):
         return (f"<curl exit {self.exit} status {self.status} after {self.elapsed:.2f}s "

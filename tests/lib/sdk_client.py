@@ -22,26 +22,3 @@ def sdk_chat(base_url, extra_env=None, timeout=60, **env):
 
 
 CHAT_BODY = json.dumps({"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]})
-
-
-def curl(url, *args, body=None, timeout=15):
-    """curl -sS URL ARGS...; body (str) is POSTed as JSON. Returns a dict: rc (curl's exit code),
-    status (int, 0 when no response), headers (dict, lower-case names), body (str), stderr."""
-    cmd = ["curl", "-sS", "--max-time", str(timeout), "-D", "-", "-o", "-", *args]
-    if body is not None:
-        cmd += ["-H", "content-type: application/json", "--data-binary", body]
-    cmd.append(url)
-    r = subprocess.run(cmd, capture_output=True, timeout=timeout + 10)
-    out = r.stdout.decode("utf-8", "replace")
-    status, headers, text = 0, {}, out
-    # -D - then -o -: every response head (a 100 Continue too), then the body.
-    while text.startswith("HTTP/"):
-        head, _, text = text.partition("\r\n\r\n")
-        lines = head.split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    return {"rc": r.returncode, "status": status, "headers": headers, "body": text,
-            "stderr": r.stderr.decode("utf-8", "replace")}
