@@ -1,6 +1,8 @@
 // Rule evaluation (SPEC §2.2–§3, §4): what counts as a match, how it is counted, when it fires.
 #include "faults/rule_engine.h"
 
+#include <fmt/format.h>
+
 #include <utility>
 
 #include "faults/decider.h"
@@ -108,6 +110,18 @@ std::optional<std::string> RuleEngine::key_value(const RuleSpec& rule, const Mes
   return std::nullopt;
 }
 
+// A key value longer than kMaxKeyBytes (a header or a Redis key is client-chosen and can be large) is
+// kept as its first bytes plus a hash of the whole: the table's memory is bounded, distinct values stay
+// distinct, and the same value always gives the same key, so journal and replay agree.
+std::string RuleEngine::bounded_key(std::string_view value) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a, 64 bits
+  for (const unsigned char c : value) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return fmt::format("{}...#{:016x}", value.substr(0, kMaxKeyBytes - 20), h);
+}
+
 RuleEngine::Decision RuleEngine::count_and_decide(size_t index, std::optional<std::string> key, double now_s,
                                                   std::vector<std::string>* warnings) {
   const RuleSpec& rule = rules_[index];
@@ -117,6 +131,7 @@ RuleEngine::Decision RuleEngine::count_and_decide(size_t index, std::optional<st
 
   Decision d;
   KeyCounts* counts = &st.shared;
+  if (key && key->size() > kMaxKeyBytes) *key = bounded_key(*key);
   if (key && !key->empty()) {
     auto it = st.keyed.find(*key);
     if (it != st.keyed.end()) {

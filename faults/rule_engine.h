@@ -40,6 +40,10 @@ class RuleEngine {
   RuleEngine(const RuleEngine&) = delete;
   RuleEngine& operator=(const RuleEngine&) = delete;
 
+  // Key values are kept to this many bytes (longer ones: a prefix and a hash of the whole).
+  static constexpr size_t kMaxKeyBytes = 256;
+  static std::string bounded_key(std::string_view value);
+
   struct Fired {
     const RuleSpec* rule;
     ActionSpec action;

@@ -415,6 +415,29 @@ TEST_CASE("a full key table sends new values to the shared count and warns once"
   CHECK(lines[2].find(R"("key")") == std::string::npos);  // c counted as the shared count
 }
 
+TEST_CASE("long key values are bounded in the table and the journal but stay distinct") {
+  RuleSpec r = rule("r", {}, schedule(Schedule::Kind::nth));
+  r.schedule.nths = {2};
+  r.key.kind = KeySpec::Kind::field;
+  r.key.field = "key";
+  std::vector<RuleSpec> rules = {r};
+  Journal journal;
+  RuleEngineOptions options;
+  options.journal = &journal;
+  RuleEngine engine(rules, options);
+  const std::string prefix(100000, 'k');  // values a client chose: 100 KB each, one byte apart at the end
+  const FakeMessage a(Fields{{"key", prefix + "a"}});
+  const FakeMessage b(Fields{{"key", prefix + "b"}});
+  // Each value still has its own count: both fire at their own second match.
+  CHECK(run(engine, {a, b, a, b}) == "..11");
+  const auto lines = journal.since(0);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0].size() < 1000);
+  CHECK(lines[0] != lines[1]);
+  CHECK(RuleEngine::bounded_key(prefix + "a") == RuleEngine::bounded_key(prefix + "a"));
+  CHECK(RuleEngine::bounded_key(prefix + "a").size() <= RuleEngine::kMaxKeyBytes);
+}
+
 TEST_CASE("an action function's result is the action, with the rule's count and key in its context") {
   FakeHooks hooks;
   hooks.actions[3] = [](const Message&, const ScriptHooks::CallContext& ctx,
