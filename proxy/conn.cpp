@@ -5,6 +5,9 @@
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include "proxy/tls.h"
@@ -73,7 +76,29 @@ Conn* Conn::connect(Worker& worker, const faults::HostPort& to, ConnHandler* han
   return c;
 }
 
+Conn* Conn::connect(Worker& worker, std::vector<sockaddr_storage> addresses, std::string peer, ConnHandler* handler,
+                    uint64_t timeout_ms) {
+  auto* c = new Conn(worker, handler);
+  c->peer_ = std::move(peer);
+  c->addrs_ = std::move(addresses);
+  c->start_timer(timeout_ms);
+  c->connect_next();
+  return c;
+}
+
 void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
+  start_timer(timeout_ms);
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
+      uv_ip6_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
+    addrs_.push_back(addr);
+    connect_next();
+    return;
+  }
+  resolve(to);
+}
+
+void Conn::start_timer(uint64_t timeout_ms) {
   uv_timer_init(worker_.loop(), &timer_);
   timer_open_ = true;
   outstanding_ += 1;
@@ -81,15 +106,12 @@ void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
       &timer_,
       [](uv_timer_t* t) {
         auto* c = static_cast<Conn*>(t->data);
-        c->fail("connect timed out", false);
+        c->fail(c->connect_error_.empty() ? "connect timed out" : c->connect_error_, false);
       },
       timeout_ms, 0);
-  sockaddr_storage addr{};
-  if (uv_ip4_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
-      uv_ip6_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
-    connect_to(reinterpret_cast<const sockaddr*>(&addr));
-    return;
-  }
+}
+
+void Conn::resolve(const faults::HostPort& to) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -100,37 +122,78 @@ void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
         auto* c = static_cast<Conn*>(req->data);
         c->resolving_ = false;
         if (!c->closing_) {
-          if (status != 0 || !res)
+          if (status != 0 || !res) {
             c->fail(std::string("cannot resolve: ") + uv_strerror(status), false);
-          else
-            c->connect_to(res->ai_addr);
+          } else {
+            // Every address, in the resolver's order: "localhost" may give ::1 first to an upstream that
+            // listens on 127.0.0.1 only.
+            for (const addrinfo* ai = res; ai && c->addrs_.size() < kMaxAddresses; ai = ai->ai_next) {
+              if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+              sockaddr_storage ss{};
+              std::memcpy(&ss, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof ss));
+              c->addrs_.push_back(ss);
+            }
+            c->connect_next();
+          }
         }
         uv_freeaddrinfo(res);
         c->release();
       },
       to.host.c_str(), port.c_str(), &hints);
   if (rc != 0) {
-    fail(std::string("cannot resolve: ") + uv_strerror(rc), false);
+    fail_soon(std::string("cannot resolve: ") + uv_strerror(rc));
     return;
   }
   resolving_ = true;
   outstanding_ += 1;
 }
 
-void Conn::connect_to(const sockaddr* addr) {
+// The next resolved address; with none left, the last failure is reported. Always from a callback, never
+// from inside Conn::connect: the caller holds the Conn before it can hear that it failed.
+void Conn::connect_next() {
+  if (closing_) return;
+  if (next_addr_ >= addrs_.size()) {
+    fail_soon(connect_error_.empty() ? "no address to connect to" : connect_error_);
+    return;
+  }
+  const sockaddr* addr = reinterpret_cast<const sockaddr*>(&addrs_[next_addr_++]);
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_open_ = true;
   outstanding_ += 1;
   int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, [](uv_connect_t* req, int status) {
     static_cast<Conn*>(req->data)->on_connect(status);
   });
-  if (rc != 0) fail(uv_strerror(rc), false);
+  if (rc != 0) attempt_failed(rc);
+}
+
+// One address failed: its socket is closed, then the next one is tried.
+void Conn::attempt_failed(int status) {
+  connect_error_ = uv_strerror(status);
+  tcp_open_ = false;
+  uv_close(as_handle(&tcp_), [](uv_handle_t* h) {
+    auto* c = static_cast<Conn*>(h->data);
+    if (c->closing_) {
+      c->release();
+      return;
+    }
+    c->outstanding_ -= 1;  // the timer is still open: never the last reference here
+    c->connect_next();
+  });
+}
+
+// A failure found synchronously, reported from the connect timer's callback on the next loop turn.
+void Conn::fail_soon(const std::string& why) {
+  connect_error_ = why;
+  if (timer_open_) uv_timer_start(&timer_, [](uv_timer_t* t) {
+    auto* c = static_cast<Conn*>(t->data);
+    c->fail(c->connect_error_, false);
+  }, 0, 0);
 }
 
 void Conn::on_connect(int status) {
   if (closing_) return;
   if (status != 0) {
-    fail(uv_strerror(status), status == UV_ECONNRESET);
+    attempt_failed(status);
     return;
   }
   connected_ = true;
@@ -204,6 +267,12 @@ void Conn::on_read(ssize_t nread, const char* data) {
     std::string plain;
     const bool ok = tls_->feed(bytes, &plain);
     flush_tls();
+    // The handshake may just have let held plaintext go, perhaps at once (no write callback then).
+    if (above_high_ && queued() < kLowWater && ok && !closing_) {
+      above_high_ = false;
+      if (handler_) handler_->on_drain(*this);
+      if (closing_) return;
+    }
     if (!plain.empty() && handler_ && !closing_) handler_->on_data(*this, plain);
     if (!ok && !closing_) fail("TLS: " + tls_->error(), false);
     return;
@@ -231,10 +300,13 @@ void Conn::write(std::string_view bytes) {
       return;
     }
     flush_tls();
+    if (queued() > kHighWater) above_high_ = true;
     return;
   }
   send_raw(bytes);
 }
+
+size_t Conn::queued() const { return queued_ + unsent_.size() + (tls_ ? tls_->buffered() : 0); }
 
 void Conn::flush_tls() {
   if (!tls_ || !connected_ || closing_ || !tls_->has_output()) return;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "faults/address.h"
 
@@ -40,11 +41,15 @@ class Conn {
  public:
   static constexpr size_t kHighWater = 1024 * 1024;
   static constexpr size_t kLowWater = 256 * 1024;
+  static constexpr size_t kMaxAddresses = 16;  // of one name, tried in order
 
   // Takes one pending connection from `server`; nullptr when accept failed (why says so).
   static Conn* accept(Worker& worker, uv_stream_t* server, ConnHandler* handler, std::string* why);
   // Resolves and connects; on_connected or on_error follows. Writes before that are queued.
   static Conn* connect(Worker& worker, const faults::HostPort& to, ConnHandler* handler, uint64_t timeout_ms);
+  // The same to addresses already known, tried in order until one accepts (`peer` names them in logs).
+  static Conn* connect(Worker& worker, std::vector<sockaddr_storage> addresses, std::string peer,
+                       ConnHandler* handler, uint64_t timeout_ms);
 
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
@@ -63,7 +68,7 @@ class Conn {
   // Closes now; with rst the peer gets a reset. Unsent bytes are dropped.
   void close(bool rst = false);
 
-  size_t queued() const { return queued_ + unsent_.size(); }
+  size_t queued() const;
   bool connected() const { return connected_; }
   bool closing() const { return closing_; }
   bool peer_eof() const { return eof_; }
@@ -75,7 +80,11 @@ class Conn {
   ~Conn();
 
   void start_connect(const faults::HostPort& to, uint64_t timeout_ms);
-  void connect_to(const sockaddr* addr);
+  void start_timer(uint64_t timeout_ms);
+  void resolve(const faults::HostPort& to);
+  void connect_next();
+  void attempt_failed(int status);
+  void fail_soon(const std::string& why);
   void on_connect(int status);
   void fail(const std::string& why, bool reset);
   void on_read(ssize_t nread, const char* data);
@@ -94,6 +103,9 @@ class Conn {
   std::unique_ptr<tls::Engine> tls_;
   std::string unsent_;   // written before the connection was up
   std::string peer_;
+  std::vector<sockaddr_storage> addrs_;  // resolved addresses, tried in order
+  size_t next_addr_ = 0;
+  std::string connect_error_;            // the last connect attempt's failure
   size_t queued_ = 0;    // bytes in uv_write requests not yet completed
   int outstanding_ = 0;  // handles and requests still to call back before the Conn may be freed
   bool tcp_open_ = false;

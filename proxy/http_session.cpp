@@ -16,6 +16,7 @@ namespace faultline::proxy {
 namespace {
 constexpr size_t kLookAhead = 1024 * 1024;      // json matchers see bodies up to this size (SPEC §2.1)
 constexpr size_t kMaxUnparsed = 1024 * 1024;     // pipelined client bytes held while a request is handled
+constexpr size_t kMaxHeld = 1024 * 1024;         // request bytes held by delay()/hang() before reading pauses
 constexpr uint64_t kConnectTimeoutMs = 5000;
 constexpr size_t kResendMax = 64 * 1024;         // requests up to this size are sent again after a stale reuse
 constexpr uint64_t kLingerMs = 2000;             // after our FIN, wait this long for the client's
@@ -101,8 +102,10 @@ void HttpSession::guard(F&& f) {
 void HttpSession::ChainOut::push(faults::Chunk chunk) {
   if (downstream) {
     if (s->client_ && !s->client_->closing()) s->client_->write(chunk.view());
-    s->guard([&] { s->on_client_drain(); });  // the toxic let bytes go: what waited on the backlog may go on
-  } else if (s->upstream_) {
+    // A toxic let held bytes go (from its timer): what waited on the backlog may go on. Not when the push
+    // comes straight through from to_client(): the caller is in the middle of sending and goes on itself.
+    if (!s->in_down_push_) s->guard([&] { s->on_client_drain(); });
+  } else if (live && s->upstream_) {
     s->upstream_->write(chunk.view());
   }
 }
@@ -110,6 +113,7 @@ void HttpSession::ChainOut::push(faults::Chunk chunk) {
 // A toxic ended the connection (reset_peer, timeout, limit_data): as on a tcp proxy, a reset is passed on at
 // once and a close after what was already let through.
 void HttpSession::ChainOut::abort(bool rst) {
+  if (!live) return;
   s->guard([&] {
     s->chain_aborted_ = true;
     if (rst)
@@ -162,7 +166,8 @@ HttpSession::HttpSession(Worker& worker, ProxyRuntime& proxy)
 }
 
 HttpSession::~HttpSession() {
-  up_chain_.reset();  // their timers go before the members they push into
+  up_.reset();  // their timers go before the members they push into
+  retired_up_.clear();
   down_chain_.reset();
   proxy_.active.fetch_sub(1, std::memory_order_relaxed);
   worker_.remove(this);
@@ -194,6 +199,7 @@ void HttpSession::accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* serve
 // --- client side -------------------------------------------------------------------------------------------
 
 void HttpSession::on_client_data(std::string_view bytes) {
+  retired_up_.clear();
   if (closing_) return;  // lingering after our FIN: what the client still sends is dropped
   if (phase_ == Phase::tunnel) {
     send_upstream(bytes);
@@ -522,6 +528,7 @@ void HttpSession::forward() {
       action_timer_.start(static_cast<uint64_t>(proxy_.spec->upstream_timeout_ms) * 1000);
   }
   if (req_done_) request_forwarded();
+  update_reading();  // what was held went out: the client may be read again
 }
 
 // The whole request went upstream (or to the mock).
@@ -557,6 +564,7 @@ void HttpSession::ensure_upstream() {
     upstream_ = Conn::connect(worker_, proxy_.upstream, &upstream_handler_, kConnectTimeoutMs);
     if (proxy_.upstream_tls) upstream_->use_tls_client(proxy_.upstream_tls.get(), proxy_.upstream.host, proxy_.spec->tls_verify);
   }
+  start_upstream_chain();
   reuse_upstream_ = true;
   resp_ = http::ResponseParser();
   up_in_.clear();
@@ -588,14 +596,14 @@ void HttpSession::send_upstream_now(std::string_view bytes) {
     else
       resend_ok_ = false;
   }
-  if (up_chain_) {
+  if (up_) {
     faults::Chunk chunk;
     chunk.buf = faults::Buffer::copy_of(bytes);
     chunk.len = bytes.size();
-    chunk.offset = up_offset_;
+    chunk.offset = up_->offset;
     chunk.arrived_us = now_us();
-    up_offset_ += bytes.size();
-    up_chain_->push(std::move(chunk));
+    up_->offset += bytes.size();
+    up_->chain->push(std::move(chunk));
     return;
   }
   upstream_->write(bytes);
@@ -611,12 +619,13 @@ bool HttpSession::retry_on_fresh_upstream(const std::string& why) {
   upstream_ = Conn::connect(worker_, proxy_.upstream, &upstream_handler_, kConnectTimeoutMs);
   if (proxy_.upstream_tls)
     upstream_->use_tls_client(proxy_.upstream_tls.get(), proxy_.upstream.host, proxy_.spec->tls_verify);
+  start_upstream_chain();
   upstream_reused_ = false;
   resend_.clear();
   resp_ = http::ResponseParser();
   resp_.expect_response_to(head().method);
   upstream_->read_start();
-  upstream_->write(bytes);
+  send_upstream_now(bytes);
   return true;
 }
 
@@ -903,6 +912,7 @@ void HttpSession::drop_upstream() {
 
 void HttpSession::detach_upstream() {
   up_batch_.clear();
+  retire_upstream_chain();
   if (!upstream_) return;
   upstream_ = nullptr;
   upstreams_closing_ += 1;
@@ -990,9 +1000,12 @@ void HttpSession::drain_pieces() {
   const uint64_t now = now_us();
   while (!pieces_.empty() && pieces_.front().due_us <= now + 500) {
     if (client_backlog() > Conn::kHighWater) return;  // on_client_drain resumes
-    to_client(pieces_.front().bytes);
-    pieces_bytes_ -= pieces_.front().bytes.size();
+    // Off the queue before it is sent: sending may run a toxic that ends the connection.
+    const Piece piece = std::move(pieces_.front());
     pieces_.pop_front();
+    pieces_bytes_ -= piece.bytes.size();
+    to_client(piece.bytes);
+    if (!client_ || closing_) return;
   }
   if (!pieces_.empty()) {
     piece_timer_.start(pieces_.front().due_us - now);
@@ -1026,7 +1039,9 @@ void HttpSession::to_client(std::string_view bytes) {
   chunk.offset = down_offset_;
   chunk.arrived_us = now_us();
   down_offset_ += bytes.size();
+  in_down_push_ = true;
   down_chain_->push(std::move(chunk));
+  in_down_push_ = false;
 }
 
 // Bytes written to the client but not yet out: in the socket's queue, or held by its toxics.
@@ -1039,16 +1054,29 @@ void HttpSession::start_toxics() {
   Runtime& rt = worker_.runtime();
   ActiveToxics active = decide_toxics(rt, proxy_, id_, ordinal_, tag());
   faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
-  up_out_.s = this;
-  up_out_.downstream = false;
   down_out_.s = this;
   down_out_.downstream = true;
-  if (!active.upstream.empty())
-    up_chain_ = std::make_unique<faults::ToxicChain>(active.upstream, ctx, worker_.env(), up_out_);
+  up_specs_ = std::move(active.upstream);
+  toxic_ctx_ = ctx;
   if (!active.downstream.empty())
     down_chain_ = std::make_unique<faults::ToxicChain>(active.downstream, ctx, worker_.env(), down_out_);
-  if (up_chain_) up_chain_->start();
   if (down_chain_) down_chain_->start();
+}
+
+void HttpSession::start_upstream_chain() {
+  if (up_specs_.empty() || !upstream_) return;
+  retire_upstream_chain();
+  up_ = std::make_unique<UpChain>();
+  up_->out.s = this;
+  up_->out.downstream = false;
+  up_->chain = std::make_unique<faults::ToxicChain>(up_specs_, toxic_ctx_, worker_.env(), up_->out);
+  up_->chain->start();
+}
+
+void HttpSession::retire_upstream_chain() {
+  if (!up_) return;
+  up_->out.live = false;
+  retired_up_.push_back(std::move(up_));
 }
 
 size_t HttpSession::pending_output() const { return pieces_bytes_ + (client_ ? client_backlog() : 0); }
@@ -1138,7 +1166,8 @@ void HttpSession::force_close() { close_everything(false); }
 void HttpSession::update_reading() {
   if (!client_ || client_closed_) return;
   const bool up_full = upstream_ && upstream_->queued() > Conn::kHighWater;
-  if (closing_ || (in_.size() < kMaxUnparsed && !up_full))
+  // The request held by delay()/hang() counts too: a client streaming a large body is paused, not buffered.
+  if (closing_ || (in_.size() < kMaxUnparsed && held_.size() < kMaxHeld && !up_full))
     client_->read_start();
   else
     client_->read_stop();

@@ -48,6 +48,7 @@ class HttpSession final : public WorkerSession {
   struct ChainOut final : faults::ToxicOutput {
     HttpSession* s;
     bool downstream;
+    bool live = true;  // an upstream chain whose connection is gone: what it still lets go is dropped
     void push(faults::Chunk chunk) override;
     void end() override {}
     void abort(bool rst) override;
@@ -196,13 +197,25 @@ class HttpSession final : public WorkerSession {
   UvTimer action_timer_;  // delay, hang, upstream response timeout
   UvTimer piece_timer_;
   UvTimer close_timer_;   // closing: give the client a moment to read before the socket closes
-  std::unique_ptr<faults::ToxicChain> up_chain_;
+  // The upstream toxics run per upstream connection: bytes they hold belong to the connection they were
+  // sent on, never to the one that replaces it. A retired chain is freed at the next client read (not
+  // from inside its own callbacks).
+  struct UpChain {
+    ChainOut out;
+    std::unique_ptr<faults::ToxicChain> chain;
+    uint64_t offset = 0;
+  };
+  void start_upstream_chain();
+  void retire_upstream_chain();
+  std::vector<const faults::ToxicSpec*> up_specs_;
+  faults::ToxicContext toxic_ctx_;
+  std::unique_ptr<UpChain> up_;
+  std::vector<std::unique_ptr<UpChain>> retired_up_;
   std::unique_ptr<faults::ToxicChain> down_chain_;
-  ChainOut up_out_;
   ChainOut down_out_;
-  uint64_t up_offset_ = 0;
   uint64_t down_offset_ = 0;
   bool chain_aborted_ = false;
+  bool in_down_push_ = false;  // to_client() is pushing into the downstream chain
   bool closing_ = false;
   bool client_closed_ = false;
   bool close_when_flushed_ = false;

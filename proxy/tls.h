@@ -60,6 +60,9 @@ class Engine {
   // Ciphertext waiting to go to the socket (handshake messages, records, alerts); empties it.
   std::string take_output();
   bool has_output() const;
+  // Plaintext accepted by write() and not yet encrypted (before the handshake completes): it counts toward
+  // the connection's backlog, so a stalled handshake pauses the writer instead of growing without bound.
+  size_t buffered() const { return pending_.size() - pending_off_; }
   bool handshake_done() const { return handshake_done_; }
   bool peer_closed() const { return peer_closed_; }  // close_notify received
   bool failed() const { return failed_; }

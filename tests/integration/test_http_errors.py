@@ -9,7 +9,7 @@ import unittest
 
 from faultline_testlib import (Faultline, HttpReader, check_sanitizers, connect, curl,
                                http_exchange, http_proxy, http_request, refused_port, reset_close,
-                               started_faultline)
+                               SinkServer, started_faultline)
 from http_upstream import HttpUpstream, payload, sse_event
 
 
@@ -158,6 +158,19 @@ class HttpUnreachableUpstreamTest(unittest.TestCase):
         self.assertTrue(fl.alive())
         self.assertEqual(fl.stop(), 0, fl.stderr_text())
 
+    def test_a_connect_that_fails_at_once_gets_a_502_not_the_upstream_timeout(self):
+        # TCP to a multicast address fails inside connect() itself (ENETUNREACH), before the proxy
+        # holds the connection: that failure must still answer the request, not leave it waiting.
+        fl = started_faultline(self, http_proxy("p", "http://224.0.0.1:9"))
+        host, lport = fl.addr("p")
+        for _ in range(2):
+            r = curl(f"http://{host}:{lport}/v1/models", max_time=10)
+            self.assertEqual((r.exit, r.status), (0, 502), r)
+            self.assertEqual(r.json()["error"]["type"], "upstream_unreachable", r)
+            self.assertIn("224.0.0.1:9", r.json()["error"]["message"])
+        self.assertTrue(fl.alive())
+        self.assertEqual(fl.stop(), 0, fl.stderr_text())
+
     def test_an_upstream_resetting_before_it_answers_gets_a_502_and_faultline_still_stops(self):
         up = HttpUpstream()
         self.addCleanup(up.close)
@@ -172,6 +185,48 @@ class HttpUnreachableUpstreamTest(unittest.TestCase):
         r = http_exchange(fl.addr("p"), http_request("GET", "/echo/next"))
         self.assertEqual(r.status, 200, r)
         self.assertEqual(fl.stop(timeout=5), 0, "faultline did not stop on SIGTERM:\n" + fl.stderr_text())
+
+
+def bytes_accepted_before_stall(sock, limit, stall=1.0):
+    """Sends up to `limit` bytes; returns how many the peer took before a send blocked `stall` s."""
+    sock.settimeout(stall)
+    piece, sent = b"x" * (256 * 1024), 0
+    try:
+        while sent < limit:
+            sent += sock.send(piece)
+    except (socket.timeout, TimeoutError):
+        pass
+    return sent
+
+
+class HttpBufferCeilingTest(unittest.TestCase):
+    """A client streaming a large body is paused, not buffered without bound, wherever the body waits."""
+
+    LIMIT = 256 * 1024 * 1024
+
+    def stream_into(self, fl, path):
+        with connect(fl.addr("p"), timeout=10) as s:
+            s.sendall(http_request("POST", path, [("Content-Length", str(self.LIMIT))]))
+            return bytes_accepted_before_stall(s, self.LIMIT)
+
+    def test_a_request_held_by_delay_pauses_its_client(self):
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        fl = started_faultline(self, http_proxy("p", up.port)
+                               + 'p:rule { match = { path = "/upload" }, action = delay(60000) }\n')
+        accepted = self.stream_into(fl, "/upload")
+        # 1 MiB held plus what the kernel's socket buffers take; without a ceiling it is all 256 MiB.
+        self.assertLess(accepted, 64 * 1024 * 1024, "faultline kept reading a held request")
+        self.assertTrue(fl.alive())
+
+    def test_a_request_behind_a_stalled_tls_handshake_pauses_its_client(self):
+        sink = SinkServer()  # takes the ClientHello and never answers it
+        self.addCleanup(sink.close)
+        fl = started_faultline(self, f'local p = proxy {{ name = "p", listen = "127.0.0.1:0", protocol = "http", '
+                                     f'upstream = "https://127.0.0.1:{sink.port}", tls_verify = false }}\n')
+        accepted = self.stream_into(fl, "/upload")
+        self.assertLess(accepted, 64 * 1024 * 1024, "faultline kept buffering plaintext for TLS")
+        self.assertTrue(fl.alive())
 
 
 if __name__ == "__main__":

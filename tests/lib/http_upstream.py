@@ -17,6 +17,7 @@ The first path segment chooses (/bytes/x is /bytes; anything not listed is /echo
   /cut?n=N&send=M         Content-Length N but only M body bytes, then closes
   /upgrade                with an Upgrade header: 101, then echoes bytes until EOF
   /close                  200 with Connection: close, then closes
+  ...?then=close          (/echo, /bytes) answers as keep-alive, then closes the connection anyway
 HEAD gets the head GET would get. HTTP/1.0 and Connection: close requests are answered, then the
 connection is closed.
 """
@@ -260,6 +261,8 @@ class HttpUpstream(TcpServer):
         else:
             head += b"content-length: %d\r\n\r\n" % len(body)
             conn.sendall(head if head_only else head + body)
+        if q.get("then") == "close":  # keep-alive promised, then closed anyway (an idle timeout at the worst moment)
+            return False
         if closing:
             conn.shutdown(socket.SHUT_WR)
             try:
