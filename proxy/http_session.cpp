@@ -447,18 +447,10 @@ void HttpSession::act(const faults::ActionSpec& a) {
     case T::pass:
       forward();
       return;
-    case T::delay: {
-      int64_t ms = a.ms;
-      if (a.jitter > 0) {  // drawn from this decision's own generator: the same on every run
-        auto rng = faults::decide(worker_.runtime().scenario.seed, fired_->rule->name + "/jitter", fired_->key,
-                                  fired_->match);
-        ms += static_cast<int64_t>(std::floor(rng.uniform01() * static_cast<double>(2 * a.jitter + 1))) - a.jitter;
-        if (ms < 0) ms = 0;
-      }
+    case T::delay:
       phase_ = Phase::delaying;
-      action_timer_.start(static_cast<uint64_t>(ms) * 1000);
+      action_timer_.start(static_cast<uint64_t>(fired_delay_ms(worker_.runtime(), *fired_)) * 1000);
       return;
-    }
     case T::hang:
       phase_ = Phase::hanging;
       if (a.ms > 0) action_timer_.start(static_cast<uint64_t>(a.ms) * 1000);

@@ -192,16 +192,6 @@ int main(int argc, char** argv) {
     print_check(*loaded.scenario);
     return 0;
   }
-  for (const auto& p : loaded.scenario->proxies)
-    if (!p.rules.empty() && p.protocol != faultline::faults::Protocol::http) {
-      // The loader validates redis and postgres rules (faultline check shows them), but those protocols are
-      // still proxied as bytes: running would silently inject nothing, so refuse rather than pretend.
-      std::fprintf(stderr,
-                   "%s: rules on a %s proxy are validated but not enforced by this build yet (proxy '%s'); "
-                   "use 'faultline check' to validate them\n",
-                   p.rules.front().where.c_str(), faultline::faults::to_string(p.protocol), p.name.c_str());
-      return kExitUsage;
-    }
   faultline::proxy::ServerOptions so;
   so.threads = o.threads;
   so.journal_path = o.journal;

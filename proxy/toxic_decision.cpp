@@ -1,5 +1,8 @@
 #include "proxy/toxic_decision.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <spdlog/spdlog.h>
 
 #include "faults/decider.h"
@@ -32,6 +35,16 @@ ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, u
     (spec.stream == faults::Stream::upstream ? out.upstream : out.downstream).push_back(&spec);
   }
   return out;
+}
+
+int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired) {
+  const faults::ActionSpec& a = fired.action;
+  int64_t ms = a.ms;
+  if (a.jitter > 0) {
+    auto rng = faults::decide(rt.scenario.seed, fired.rule->name + "/jitter", fired.key, fired.match);
+    ms += static_cast<int64_t>(std::floor(rng.uniform01() * static_cast<double>(2 * a.jitter + 1))) - a.jitter;
+  }
+  return std::max<int64_t>(ms, 0);
 }
 
 }  // namespace faultline::proxy

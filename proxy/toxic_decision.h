@@ -16,6 +16,10 @@ struct ActiveToxics {
   std::vector<const faults::ToxicSpec*> downstream;  // upstream -> client
 };
 
+// The milliseconds of a fired delay action: `ms`, plus the jitter drawn from the decision's own generator
+// (the same on every run of the seed).
+int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired);
+
 ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
                            const std::string& tag);
 

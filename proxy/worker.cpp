@@ -7,8 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "proxy/conn.h"
-#include "proxy/http_session.h"
-#include "proxy/session.h"
+#include "proxy/protocols.h"
 
 namespace faultline::proxy {
 
@@ -84,6 +83,7 @@ bool Worker::run() {
     auto l = std::make_unique<Listener>();
     l->worker = this;
     l->proxy = runtime_.proxies[i].get();
+    l->accept = acceptor(l->proxy->spec->protocol);
     uv_tcp_init(&loop_, &l->handle);
     l->handle.data = l.get();
     int rc = uv_tcp_open(&l->handle, listen_fds_[i]);
@@ -97,10 +97,7 @@ bool Worker::run() {
         }
         if (lst->worker->stopping_) return;
         try {
-          if (lst->proxy->spec->protocol == faults::Protocol::http)
-            HttpSession::accept(*lst->worker, *lst->proxy, server);
-          else
-            Session::accept(*lst->worker, *lst->proxy, server);
+          lst->accept(*lst->worker, *lst->proxy, server);
         } catch (const std::exception& e) {  // e.g. out of memory: refuse this one, keep serving
           spdlog::error("[{}] accept: internal error: {}", lst->proxy->spec->name, e.what());
         }

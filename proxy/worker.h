@@ -66,6 +66,7 @@ class Worker {
     uv_tcp_t handle;
     Worker* worker;
     ProxyRuntime* proxy;
+    void (*accept)(Worker&, ProxyRuntime&, uv_stream_t*);  // the protocol's session (protocols.h)
   };
   void begin_stop();
   void close_sessions();

@@ -659,6 +659,27 @@ class PostgresServer(_RealServer):
         except (OSError, ValueError, AssertionError):
             pass
 
+    def add_scram_user(self, name, password):
+        """A login role that must authenticate with SCRAM-SHA-256 over TCP (the rest stays trust)."""
+        quoted = password.replace("'", "''")
+        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-X",
+                  "-v", "ON_ERROR_STOP=1", "-c", f"DROP ROLE IF EXISTS {name}",
+                  "-c", f"SET password_encryption = 'scram-sha-256'; CREATE ROLE {name} LOGIN PASSWORD '{quoted}'")
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        with open(hba, encoding="utf-8") as f:
+            rules = f.read()
+        with open(hba, "w", encoding="utf-8") as f:
+            f.write(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + rules)
+        self._run("pg_ctl", "-D", self.datadir, "reload")
+
+        def asks_for_password():
+            out = subprocess.run([os.path.join(self.bindir, "psql"), "-h", "127.0.0.1", "-p", str(self.port),
+                                  "-U", name, "-d", "postgres", "-X", "-w", "-c", "SELECT 1"],
+                                 capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL,
+                                 env=dict(os.environ, PGPASSWORD=""))
+            return out.returncode != 0 and "password" in out.stderr
+        wait_until(asks_for_password, timeout=10, message="pg_hba.conf to be reloaded")
+
     def dsn(self, addr=None):
         host, port = addr or self.addr
         return f"host={host} port={port} user=postgres dbname=postgres connect_timeout=10"
