@@ -41,6 +41,25 @@ struct Conn::WriteReq {
   Conn* conn;
 };
 
+bool literal_address(const faults::HostPort& to, sockaddr_storage* out) {
+  *out = sockaddr_storage{};
+  return uv_ip4_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in*>(out)) == 0 ||
+         uv_ip6_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in6*>(out)) == 0;
+}
+
+// Every address, in the resolver's order: "localhost" may give ::1 first to an upstream that listens on
+// 127.0.0.1 only, so each is tried before giving up.
+std::vector<sockaddr_storage> resolved_addresses(const addrinfo* res, size_t max) {
+  std::vector<sockaddr_storage> out;
+  for (const addrinfo* ai = res; ai && out.size() < max; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    sockaddr_storage ss{};
+    std::memcpy(&ss, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof ss));
+    out.push_back(ss);
+  }
+  return out;
+}
+
 Conn::Conn(Worker& worker, ConnHandler* handler) : worker_(worker), handler_(handler) {
   tcp_.data = this;
   timer_.data = this;
@@ -89,8 +108,7 @@ Conn* Conn::connect(Worker& worker, std::vector<sockaddr_storage> addresses, std
 void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
   start_timer(timeout_ms);
   sockaddr_storage addr{};
-  if (uv_ip4_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
-      uv_ip6_addr(to.host.c_str(), to.port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
+  if (literal_address(to, &addr)) {
     addrs_.push_back(addr);
     connect_next();
     return;
@@ -125,14 +143,7 @@ void Conn::resolve(const faults::HostPort& to) {
           if (status != 0 || !res) {
             c->fail(std::string("cannot resolve: ") + uv_strerror(status), false);
           } else {
-            // Every address, in the resolver's order: "localhost" may give ::1 first to an upstream that
-            // listens on 127.0.0.1 only.
-            for (const addrinfo* ai = res; ai && c->addrs_.size() < kMaxAddresses; ai = ai->ai_next) {
-              if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-              sockaddr_storage ss{};
-              std::memcpy(&ss, ai->ai_addr, std::min<size_t>(ai->ai_addrlen, sizeof ss));
-              c->addrs_.push_back(ss);
-            }
+            c->addrs_ = resolved_addresses(res, kMaxAddresses);
             c->connect_next();
           }
         }

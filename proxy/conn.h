@@ -22,6 +22,11 @@ namespace tls {
 class Engine;
 }
 
+// The connector's address handling, shared with the tcp session: an IP literal needs no resolver; a name's
+// addresses are all kept, in the resolver's order, to be tried one after the other.
+bool literal_address(const faults::HostPort& to, sockaddr_storage* out);
+std::vector<sockaddr_storage> resolved_addresses(const addrinfo* res, size_t max);
+
 // What a Conn reports. Every call may close the Conn (or others); on_closed is the last call, after which
 // the Conn is freed.
 class ConnHandler {

@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/conn.h"
 #include "proxy/toxic_decision.h"
 #include "proxy/worker.h"
 
@@ -189,9 +190,9 @@ void Session::start_connect() {
       kConnectTimeoutMs, 0);
   const auto& up = proxy_.upstream;
   sockaddr_storage addr{};
-  if (uv_ip4_addr(up.host.c_str(), up.port, reinterpret_cast<sockaddr_in*>(&addr)) == 0 ||
-      uv_ip6_addr(up.host.c_str(), up.port, reinterpret_cast<sockaddr_in6*>(&addr)) == 0) {
-    connect_to(reinterpret_cast<const sockaddr*>(&addr));
+  if (literal_address(up, &addr)) {
+    addrs_.push_back(addr);
+    connect_next();
     return;
   }
   addrinfo hints{};
@@ -207,8 +208,10 @@ void Session::start_connect() {
         if (!s->closing_) {
           if (status != 0 || !res)
             s->fail_connect(std::string("cannot resolve: ") + uv_strerror(status));
-          else
-            s->connect_to(res->ai_addr);
+          else {
+            s->addrs_ = resolved_addresses(res, Conn::kMaxAddresses);
+            s->connect_next();
+          }
         }
         uv_freeaddrinfo(res);
         s->on_handle_closed();  // the resolve held the session open like a handle
@@ -222,7 +225,14 @@ void Session::start_connect() {
   pending_closes_ += 1;
 }
 
-void Session::connect_to(const sockaddr* addr) {
+// The next resolved address, or the last failure once none is left.
+void Session::connect_next() {
+  if (closing_) return;
+  if (next_addr_ >= addrs_.size()) {
+    fail_connect(connect_error_.empty() ? "no address to connect to" : connect_error_);
+    return;
+  }
+  const auto* addr = reinterpret_cast<const sockaddr*>(&addrs_[next_addr_++]);
   uv_tcp_init(worker_.loop(), &upstream_->tcp);
   upstream_->tcp.data = upstream_.get();
   upstream_->open = true;
@@ -230,7 +240,23 @@ void Session::connect_to(const sockaddr* addr) {
   int rc = uv_tcp_connect(&connect_req_, &upstream_->tcp, addr, [](uv_connect_t* req, int status) {
     static_cast<Session*>(req->data)->on_connected(status);
   });
-  if (rc != 0) fail_connect(uv_strerror(rc));
+  if (rc != 0) attempt_failed(rc);
+}
+
+// One address failed: its socket is closed, then the next one is tried (from the close callback).
+void Session::attempt_failed(int status) {
+  connect_error_ = uv_strerror(status);
+  upstream_->open = false;
+  upstream_->tcp.data = this;
+  uv_close(as_handle(&upstream_->tcp), [](uv_handle_t* h) {
+    auto* s = static_cast<Session*>(h->data);
+    if (s->closing_) {
+      s->on_handle_closed();
+      return;
+    }
+    s->pending_closes_ -= 1;  // the connect timer is still open: never the last handle here
+    s->connect_next();
+  });
 }
 
 void Session::fail_connect(const std::string& why) {
@@ -242,7 +268,7 @@ void Session::fail_connect(const std::string& why) {
 void Session::on_connected(int status) {
   if (closing_) return;
   if (status != 0) {
-    fail_connect(uv_strerror(status));
+    attempt_failed(status);
     return;
   }
   connected_ = true;

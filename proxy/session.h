@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "faults/chunk.h"
 #include "faults/toxic_chain.h"
@@ -31,7 +32,8 @@ class Session final : public WorkerSession {
 
   void decide_toxics();
   void start_connect();
-  void connect_to(const sockaddr* addr);
+  void connect_next();
+  void attempt_failed(int status);
   void on_connected(int status);
   void fail_connect(const std::string& why);
   void start_reading(Side& side);
@@ -55,6 +57,9 @@ class Session final : public WorkerSession {
   uv_timer_t connect_timer_;
   uv_getaddrinfo_t resolve_req_;
   uv_connect_t connect_req_;
+  std::vector<sockaddr_storage> addrs_;  // the upstream's addresses, tried in order
+  size_t next_addr_ = 0;
+  std::string connect_error_;
   bool resolving_ = false;
   bool connected_ = false;
   bool closing_ = false;
