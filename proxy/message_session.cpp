@@ -64,8 +64,9 @@ void MessageSession::UpstreamHandler::on_closed(Conn&) {
   s->upstream_gone_ = true;
   s->upstream_closing_ = true;
   s->draining_upstream_ = false;
-  // The upstream is gone: what it still owed the client will not come.
-  if (s->client_ && !s->client_closing_) s->guard([&] { s->finish_client(false); });
+  // The upstream is gone: what it still owed the client will not come (an unreachable one is reported
+  // when the client first needs it).
+  if (s->client_ && !s->client_closing_ && s->unreachable_.empty()) s->guard([&] { s->finish_client(false); });
   s->maybe_delete();
 }
 
@@ -228,6 +229,7 @@ size_t MessageSession::process_client(std::string_view in) {
   }
   flush_upstream();
   processing_ = false;
+  report_unreachable();
   return pos;
 }
 
@@ -525,11 +527,9 @@ void MessageSession::on_upstream_eof() {
 void MessageSession::on_upstream_error(const std::string& why, bool reset) {
   upstream_closing_ = true;
   if (!upstream_up_) {
-    const std::string text = "faultline: upstream " + proxy_.spec->upstream + " unreachable: " + why;
-    spdlog::warn("{} {}", tag(), text);
-    flush_client();
-    if (client_ && !client_closing_) write_client(protocol_->upstream_failure(text));
-    finish_client(false);
+    unreachable_ = "faultline: upstream " + proxy_.spec->upstream + " unreachable: " + why;
+    spdlog::warn("{} {}", tag(), unreachable_);
+    report_unreachable();
     return;
   }
   spdlog::debug("{} upstream {}: {}", tag(), upstream_ ? upstream_->peer() : "?", why);
@@ -539,6 +539,16 @@ void MessageSession::on_upstream_error(const std::string& why, bool reset) {
     return;
   }
   deliver_ready();
+  finish_client(false);
+}
+
+// The client hears that the upstream is unreachable as the answer to its first request that needed it (a
+// PostgreSQL client first negotiates SSL, which faultline answers itself).
+void MessageSession::report_unreachable() {
+  if (unreachable_.empty() || awaited_ == 0 || client_closing_) return;
+  flush_client();
+  deliver_ready();
+  if (client_ && !client_closing_) write_client(protocol_->upstream_failure(unreachable_));
   finish_client(false);
 }
 

@@ -105,6 +105,7 @@ class MessageSession final : public WorkerSession {
   void write_client(std::string_view bytes);
   void on_upstream_eof();
   void on_upstream_error(const std::string& why, bool reset);
+  void report_unreachable();
 
   void enqueue_injected(std::string bytes, bool close_after);
   void enqueue_close(bool rst, bool keep_upstream);
@@ -129,6 +130,7 @@ class MessageSession final : public WorkerSession {
   bool client_gone_ = false;    // closed callback came
   bool upstream_gone_ = false;
   bool upstream_up_ = false;    // connected once
+  std::string unreachable_;     // why the upstream could not be reached, until the client hears it
 
   std::string in_;        // client bytes not yet consumed (kept only across reads)
   std::string up_in_;     // upstream bytes not yet consumed

@@ -303,6 +303,36 @@ class PostgresRulesTest(unittest.TestCase):
             self.assertEqual(moved[0][0], moved[0][1], extra)
             self.assertEqual(moved[0][2], 0 if "-S" in extra else 400, extra)
 
+    def test_an_unreachable_server_is_a_fatal_error_naming_it(self):
+        from faultline_testlib import refused_port
+        holder, port = refused_port()
+        self.addCleanup(holder.close)
+        fl = Faultline(pg_proxy(port) + 'pg:rule { match = { query = "SELECT 99" }, action = drop() }\n')
+        self.addCleanup(fl.close)
+        fl.start()
+        out = self.psql(fl.addr("pg"), "-c", "SELECT 1")
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn(f"FATAL:  faultline: upstream 127.0.0.1:{port} unreachable", out.stderr)
+        self.assertTrue(fl.alive())
+
+    def test_http_sent_to_a_postgres_proxy_gets_a_fatal_protocol_error(self):
+        fl = self.start('pg:rule { match = { query = "SELECT 99" }, action = drop() }\n')
+        import socket
+        with socket.create_connection(fl.addr("pg"), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertEqual(data[:1], b"E")
+        self.assertIn(b"FATAL", data)
+        self.assertIn(b"08P01", data)
+        self.assertIn(b"invalid startup packet", data)
+        conn = self.connect(fl.addr("pg"))  # and the proxy goes on serving
+        conn.cursor().execute("SELECT 1")
+
     def test_every_message_split_into_single_bytes_by_slicer_toxics(self):
         fl = self.start('pg:rule { name = "s", match = { query = prefix "UPDATE accounts" }, first = 1,\n'
                         '  action = postgres.error { sqlstate = "40001", message = "could not serialize" } }\n',

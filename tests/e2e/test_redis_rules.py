@@ -427,5 +427,69 @@ cache:rule { name = "flaky", match = { command = "GET" }, key = "key", probabili
         self.assertEqual(replayed, a)
 
 
+class RedisEdgesTest(unittest.TestCase):
+    """What a protocol-aware redis proxy does at the edges: an unreachable server, clients that vanish
+    mid-command, and toxics together with rules on the same connection."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = RedisServer()
+        cls.addClassCleanup(cls.redis.stop)
+
+    def start(self, scenario):
+        fl = Faultline(scenario)
+        self.addCleanup(fl.close)
+        fl.start()
+        self.addCleanup(check_sanitizers, fl)
+        return fl
+
+    def test_an_unreachable_server_gets_an_error_reply_naming_it(self):
+        from faultline_testlib import refused_port
+        holder, port = refused_port()
+        self.addCleanup(holder.close)
+        fl = self.start(redis_proxy("cache", port) + 'cache:rule { match = { command = "NEVER" }, action = redis.error "ERR x" }\n')
+        s = socket.create_connection(fl.addr("cache"), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(resp_command("PING"))
+        t, text = RespReader(s).frame()
+        self.assertEqual(t, "-")
+        self.assertIn(f"unreachable", text)
+        self.assertIn(f"127.0.0.1:{port}", text)
+        self.assertTrue(fl.alive())
+
+    def test_clients_vanishing_mid_command_leave_the_proxy_serving(self):
+        fl = self.start(redis_proxy("cache", self.redis.port) + 'cache:rule { match = { command = "GET", key = "x" }, action = delay(100) }\n')
+        for partial in (b"*3\r\n$3\r\nSET\r\n$1\r\nk", b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", b"*1\r\n$9999999\r\nab"):
+            s = socket.create_connection(fl.addr("cache"), timeout=10)
+            s.sendall(partial)
+            s.close()
+        c = redis.Redis(*fl.addr("cache"), socket_timeout=10)
+        self.addCleanup(c.close)
+        self.assertTrue(c.ping())
+        self.assertTrue(fl.alive())
+
+    def test_toxics_and_rules_on_the_same_connection(self):
+        fl = self.start(redis_proxy("cache", self.redis.port)
+                        + 'cache:toxic { type = "latency", stream = "downstream", latency = 20 }\n'
+                        + 'cache:toxic { type = "slicer", stream = "upstream", average_size = 3, delay = 0 }\n'
+                        + 'cache:toxic { type = "slicer", stream = "downstream", average_size = 2, delay = 0 }\n'
+                        + 'cache:rule { match = { command = "GET", key = "t:err" }, action = redis.error "ERR injected" }\n'
+                        + 'cache:rule { match = { command = "GET", key = "t:slow" }, action = delay(50) }\n')
+        c = redis.Redis(*fl.addr("cache"), socket_timeout=10)
+        self.addCleanup(c.close)
+        big = bytes(range(256)) * 1024
+        c.set("t:big", big)
+        pipe = c.pipeline(transaction=False)
+        pipe.get("t:big")
+        pipe.get("t:err")
+        pipe.get("t:slow")
+        pipe.get("t:big")
+        got = pipe.execute(raise_on_error=False)
+        self.assertEqual(got[0], big)
+        self.assertIsInstance(got[1], redis.exceptions.ResponseError)
+        self.assertIsNone(got[2])
+        self.assertEqual(got[3], big)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
