@@ -468,6 +468,43 @@ class RedisEdgesTest(unittest.TestCase):
         self.assertTrue(c.ping())
         self.assertTrue(fl.alive())
 
+    def test_a_server_that_answers_garbage_closes_the_connection_and_is_logged(self):
+        from faultline_testlib import TcpServer
+
+        def garbage(conn, record):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+            conn.recv(65536)
+        up = TcpServer(garbage)
+        self.addCleanup(up.close)
+        fl = self.start(redis_proxy("cache", up.port) + 'cache:rule { match = { command = "NEVER" }, action = redis.error "ERR x" }\n')
+        s = socket.create_connection(fl.addr("cache"), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(resp_command("PING"))
+        with self.assertRaises((EOFError, ConnectionResetError)):
+            RespReader(s).frame()
+        fl.wait_for_log(r"bad reply from upstream .*type byte")
+        self.assertTrue(fl.alive())
+
+    def test_earlier_replies_arrive_before_a_drop_after_forward_and_a_delay_before_it_keeps_order(self):
+        fl = self.start(redis_proxy("cache", self.redis.port)
+                        + 'cache:rule { match = { command = "GET", key = "o:slow" }, action = delay(100) }\n'
+                        + 'cache:rule { match = { command = "SET", key = "o:lost" }, action = drop { after_forward = true } }\n')
+        direct = redis.Redis(*self.redis.addr)
+        self.addCleanup(direct.close)
+        direct.set("o:slow", "s")
+        direct.delete("o:lost")
+        s = socket.create_connection(fl.addr("cache"), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(resp_command("GET", "o:slow") + resp_command("ECHO", "two") + resp_command("SET", "o:lost", "v")
+                  + resp_command("ECHO", "never"))
+        r = RespReader(s)
+        self.assertEqual(r.frame(), ("$", b"s"))
+        self.assertEqual(r.frame(), ("$", b"two"))
+        with self.assertRaises((EOFError, ConnectionResetError)):
+            r.frame()
+        wait_until(lambda: direct.get("o:lost") == b"v", timeout=5, message="the forwarded SET")
+
     def test_toxics_and_rules_on_the_same_connection(self):
         fl = self.start(redis_proxy("cache", self.redis.port)
                         + 'cache:toxic { type = "latency", stream = "downstream", latency = 20 }\n'
