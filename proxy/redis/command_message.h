@@ -18,6 +18,8 @@ class CommandMessage final : public faults::Message {
   // args[0] is the command name. The views must outlive the message: the proxy keeps the command's bytes while
   // rules look at it.
   CommandMessage(const std::vector<std::string_view>& args, uint64_t connection);
+  // The arguments are referred to, not copied (rules run on every command): never a temporary.
+  CommandMessage(std::vector<std::string_view>&&, uint64_t) = delete;
 
   faults::Protocol protocol() const override { return faults::Protocol::redis; }
   uint64_t connection() const override { return connection_; }
@@ -31,7 +33,7 @@ class CommandMessage final : public faults::Message {
   nlohmann::ordered_json describe() const override;
 
  private:
-  std::vector<std::string_view> args_;
+  const std::vector<std::string_view>& args_;
   uint64_t connection_;
   std::string command_;
   std::optional<std::string> key_;
