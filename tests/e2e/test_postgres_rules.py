@@ -7,13 +7,12 @@ import json
 import os
 import select
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 
-from faultline_testlib import (Faultline, PostgresServer, check_sanitizers, read_journal, toxic,
-                               wait_until)
+from faultline_testlib import (Faultline, PostgresServer, check_sanitizers, race, read_journal, toxic,
+                               wait_until, write_journal)
 
 import psycopg2  # after faultline_testlib, which makes Debian's python3-psycopg2 importable
 import psycopg2.errors
@@ -386,11 +385,7 @@ class PostgresDeterminismTest(unittest.TestCase):
             conn.close()
             outcomes[user] = "".join(got)
 
-        threads = [threading.Thread(target=worker, args=(u,)) for u in self.USERS]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        race(worker, self.USERS)
         fl.stop()
         return outcomes, read_journal(fl.path("j.jsonl"))
 
@@ -400,10 +395,7 @@ class PostgresDeterminismTest(unittest.TestCase):
         self.assertEqual(a, b)
         self.assertTrue(all(len(v) == 15 for v in a.values()))
         self.assertTrue(any("1" in v for v in a.values()) and any("." in v for v in a.values()))
-        fd, path = tempfile.mkstemp(prefix="faultline-replay-", suffix=".jsonl")
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(line) + "\n" for line in journal)
-        self.addCleanup(os.unlink, path)
+        path = write_journal(self, journal)
         replayed, _ = self.run_once("--seed", "6", "--replay", path)
         self.assertEqual(replayed, a)
 

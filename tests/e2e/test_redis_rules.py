@@ -4,15 +4,14 @@ place under pipelining, MULTI/EXEC, pub/sub pushes, CLIENT REPLY, MONITOR, block
 generic actions, Cluster redirections, and determinism with key = "key"."""
 
 import json
-import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
 
-from faultline_testlib import Faultline, RedisServer, check_sanitizers, read_journal, wait_until
+from faultline_testlib import (Faultline, RedisServer, check_sanitizers, race, read_journal, wait_until,
+                               write_journal)
 
 import redis  # after faultline_testlib, which makes Debian's python3-redis importable
 
@@ -403,11 +402,7 @@ cache:rule { name = "flaky", match = { command = "GET" }, key = "key", probabili
             c.close()
             outcomes[k] = "".join(got)
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        race(worker, range(6))
         fl.stop()
         return outcomes, read_journal(fl.path("j.jsonl"))
 
@@ -419,10 +414,7 @@ cache:rule { name = "flaky", match = { command = "GET" }, key = "key", probabili
         self.assertEqual(sorted({l["key"] for l in journal}), sorted(f"det:{k}" for k in a if "1" in a[k]))
         c, _ = self.run_once("--seed", "12")
         self.assertNotEqual(a, c)
-        fd, path = tempfile.mkstemp(prefix="faultline-replay-", suffix=".jsonl")
-        with os.fdopen(fd, "w") as f:
-            f.writelines(json.dumps(line) + "\n" for line in journal)
-        self.addCleanup(os.unlink, path)
+        path = write_journal(self, journal)
         replayed, _ = self.run_once("--seed", "99", "--replay", path)
         self.assertEqual(replayed, a)
 
@@ -453,7 +445,7 @@ class RedisEdgesTest(unittest.TestCase):
         s.sendall(resp_command("PING"))
         t, text = RespReader(s).frame()
         self.assertEqual(t, "-")
-        self.assertIn(f"unreachable", text)
+        self.assertIn("unreachable", text)
         self.assertIn(f"127.0.0.1:{port}", text)
         self.assertTrue(fl.alive())
 

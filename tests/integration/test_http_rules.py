@@ -3,13 +3,11 @@
 report (SPEC §2.5)."""
 
 import json
-import os
-import tempfile
 import time
 import unittest
 
 from faultline_testlib import (Faultline, HttpReader, check_sanitizers, connect, curl, http_proxy,
-                               http_request, read_journal, sha256, started_faultline, wait_until)
+                               http_request, read_journal, sha256, started_faultline, wait_until, write_journal)
 from http_upstream import HttpUpstream
 
 MiB = 1 << 20
@@ -254,12 +252,7 @@ class HttpDeterminismTest(unittest.TestCase):
 
     def write(self, lines):
         """lines as a journal file; returns its path."""
-        fd, path = tempfile.mkstemp(prefix="faultline-replay-", suffix=".jsonl")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for l in lines:
-                f.write(json.dumps(l) + "\n")
-        self.addCleanup(os.unlink, path)
-        return path
+        return write_journal(self, lines)
 
     def test_replay_of_a_journal_with_lines_deleted_fires_exactly_the_kept_positions(self):
         original, journal, _ = self.run_once("--seed", "7")

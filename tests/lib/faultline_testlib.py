@@ -149,6 +149,24 @@ def toxic(var, type_, stream="downstream", **attrs):
     return f"{var}:toxic {{ {', '.join(fields)} }}\n"
 
 
+def write_journal(testcase, lines):
+    """`lines` (dicts) as a journal file for --replay, removed when the test ends; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="faultline-replay-", suffix=".jsonl")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    testcase.addCleanup(os.unlink, path)
+    return path
+
+
+def race(worker, args):
+    """Runs worker(arg) for every arg in its own thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=worker, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def read_journal(path):
     """The journal's lines parsed, keys in file order (dicts keep insertion order)."""
     if not os.path.exists(path):
