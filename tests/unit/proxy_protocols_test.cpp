@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <string>
+#include <vector>
 
 #include "proxy/postgres/pg_protocol.h"
 #include "proxy/postgres/wire.h"
@@ -308,4 +309,55 @@ TEST_CASE("postgres: a malformed message is a FATAL protocol violation", "[proto
   ClientUnit u = p.client(std::string("Q\0\0\0\x01", 5));
   CHECK(u.kind == Kind::error);
   CHECK(u.reply.find("08P01") != std::string::npos);
+}
+
+TEST_CASE("postgres: every frontend message of a batch split at every byte is one unit once whole", "[protocols]") {
+  const std::vector<std::string> batch = {
+      pg_msg('P', cstr("s1") + cstr("SELECT $1::int") + std::string(2, '\0')),
+      pg_msg('B', cstr("") + cstr("s1") + std::string(2, '\0') + std::string("\0\1", 2) + std::string("\0\0\0\1", 4) +
+                      "7" + std::string(2, '\0')),
+      pg_msg('D', "P" + cstr("")),
+      pg_msg('E', cstr("") + std::string(4, '\0')),
+      pg_msg('S', ""),
+      pg_query("SELECT 1; SELECT 2"),
+      pg_msg('d', "1\t2\n"),
+      pg_msg('X', ""),
+  };
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto p = started();
+    for (size_t j = 0; j < i; ++j) {  // the messages before it, whole
+      ClientUnit u = p.client(batch[j]);
+      REQUIRE(u.kind != Kind::more);
+      if (u.kind == Kind::message) p.forward();
+    }
+    const std::string& m = batch[i];
+    for (size_t k = 0; k < m.size(); ++k) REQUIRE(p.client(m.substr(0, k)).kind == Kind::more);
+    ClientUnit u = p.client(m + "trailing bytes of the next message");
+    CHECK(u.kind != Kind::more);
+    CHECK(u.size == m.size());
+  }
+}
+
+TEST_CASE("postgres and redis: every reply frame split at every byte is one unit once whole", "[protocols]") {
+  std::string error;
+  proxy::postgres::encode_error(error, "ERROR", "42P01", "relation does not exist");
+  const std::vector<std::string> pg_replies = {pg_msg('1', ""), pg_msg('T', std::string(2, '\0')),
+                                               pg_msg('D', std::string("\0\1\0\0\0\1", 6) + "7"),
+                                               pg_msg('C', cstr("SELECT 1")), error, ready('I')};
+  for (const std::string& frame : pg_replies) {
+    auto p = started();
+    for (size_t k = 0; k < frame.size(); ++k) REQUIRE(p.reply(frame.substr(0, k), 5).kind == ReplyUnit::Kind::more);
+    ReplyUnit r = p.reply(frame + "Z", 5);
+    CHECK(r.kind == ReplyUnit::Kind::frame);
+    CHECK(r.size == frame.size());
+  }
+  const std::vector<std::string> redis_replies = {"+OK\r\n", "-ERR x\r\n", ":42\r\n", "$5\r\nhello\r\n",
+                                                  "*2\r\n$1\r\na\r\n:1\r\n", "%1\r\n+k\r\n+v\r\n", "_\r\n"};
+  for (const std::string& frame : redis_replies) {
+    proxy::redis::RedisProtocol p(1, false);
+    for (size_t k = 0; k < frame.size(); ++k) REQUIRE(p.reply(frame.substr(0, k), 0).kind == ReplyUnit::Kind::more);
+    ReplyUnit r = p.reply(frame + "+", 0);
+    CHECK(r.kind == ReplyUnit::Kind::frame);
+    CHECK(r.size == frame.size());
+  }
 }
