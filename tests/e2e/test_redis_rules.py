@@ -497,6 +497,48 @@ class RedisEdgesTest(unittest.TestCase):
             r.frame()
         wait_until(lambda: direct.get("o:lost") == b"v", timeout=5, message="the forwarded SET")
 
+    def test_many_pipelining_clients_each_get_every_reply_in_its_place(self):
+        fl = self.start(redis_proxy("cache", self.redis.port)
+                        + 'cache:rule { match = { command = "GET", key = prefix "e:" }, probability = 0.3, action = redis.error "ERR e" }\n'
+                        + 'cache:rule { match = { command = "ECHO", args = { prefix "d:" } }, probability = 0.2, action = delay(3) }\n'
+                        + 'cache:rule { match = { command = "GET", key = prefix "r:" }, probability = 0.3, action = redis.reply(7) }\n')
+        failures = []
+
+        def client(n):
+            try:
+                c = redis.Redis(*fl.addr("cache"), socket_timeout=20)
+                for round_ in range(5):
+                    pipe = c.pipeline(transaction=False)
+                    expected = []
+                    for i in range(60):
+                        kind = i % 4
+                        if kind == 0:
+                            pipe.set(f"e:{n}:{i}", f"v{i}")
+                            expected.append(("eq", True))
+                        elif kind == 1:
+                            pipe.get(f"e:{n}:{i - 1}")
+                            expected.append(("or-error", f"v{i - 1}".encode()))
+                        elif kind == 2:
+                            pipe.echo(f"d:{n}:{round_}:{i}")
+                            expected.append(("eq", f"d:{n}:{round_}:{i}".encode()))
+                        else:
+                            pipe.get(f"r:{n}:{i}")
+                            expected.append(("or-seven", None))
+                    got = pipe.execute(raise_on_error=False)
+                    for (how, want), have in zip(expected, got):
+                        ok = (have == want if how == "eq" else
+                              have == want or (isinstance(have, redis.exceptions.ResponseError) and str(have) == "e")
+                              if how == "or-error" else have in (None, 7))
+                        if not ok:
+                            failures.append((n, round_, how, want, have))
+                c.close()
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append((n, repr(e)))
+
+        race(client, range(16))
+        self.assertEqual(failures, [])
+        self.assertTrue(fl.alive())
+
     def test_toxics_and_rules_on_the_same_connection(self):
         fl = self.start(redis_proxy("cache", self.redis.port)
                         + 'cache:toxic { type = "latency", stream = "downstream", latency = 20 }\n'
