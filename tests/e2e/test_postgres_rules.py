@@ -332,6 +332,20 @@ class PostgresRulesTest(unittest.TestCase):
         conn = self.connect(fl.addr("pg"))  # and the proxy goes on serving
         conn.cursor().execute("SELECT 1")
 
+    def test_pgbench_pipelines_in_the_extended_protocol_through_the_proxy(self):
+        bench = os.path.join(self.pg.bindir, "pgbench")
+        env = dict(os.environ, PGUSER="postgres", PGCONNECT_TIMEOUT="10")
+        fl = self.start('pg:rule { match = { query = "SELECT 99" }, action = postgres.error { sqlstate = "XX000", message = "x" } }\n')
+        host, port = fl.addr("pg")
+        script = os.path.join(fl.tmpdir, "pipeline.sql")
+        with open(script, "w", encoding="utf-8") as f:
+            f.write("\\startpipeline\nSELECT 1;\nSELECT :client_id + 1;\nSELECT repeat('x', 5000);\n\\endpipeline\n")
+        run = subprocess.run([bench, "-n", "-c", "4", "-t", "200", "-M", "extended", "-f", script, "-h", host, "-p", str(port),
+                              "postgres"], capture_output=True, text=True, timeout=180, env=env)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("number of transactions actually processed: 800/800", run.stdout)
+        self.assertIn("number of failed transactions: 0", run.stdout)
+
     def test_every_message_split_into_single_bytes_by_slicer_toxics(self):
         fl = self.start('pg:rule { name = "s", match = { query = prefix "UPDATE accounts" }, first = 1,\n'
                         '  action = postgres.error { sqlstate = "40001", message = "could not serialize" } }\n',
