@@ -194,15 +194,14 @@ size_t MessageSession::process_client(std::string_view in) {
   processing_ = true;
   size_t pos = 0;
   while (pos < in.size() && !closing_ && !client_closing_ && !stop_input_ && !held_) {
-    if (!slots_.empty() && (slots_.size() >= kMaxSlots || protocol_->wait_for_replies())) break;
+    if (!slots_.empty() && (awaited_ >= kMaxSlots || protocol_->wait_for_replies())) break;
     ClientUnit unit = protocol_->client(in.substr(pos));
     if (unit.kind == ClientUnit::Kind::more) break;
     const std::string_view raw = in.substr(pos, unit.size);
     switch (unit.kind) {
       case ClientUnit::Kind::pass:
         send_upstream(raw);
-        for (unsigned i = 0; i < unit.slots; ++i) slots_.push_back(Slot{Slot::Kind::forwarded, unit.tag, {}, false, false, false});
-        awaited_ += unit.slots;
+        await_replies(unit.slots, unit.tag, true);
         break;
       case ClientUnit::Kind::skip:
         break;
@@ -266,10 +265,12 @@ bool MessageSession::decide(const ClientUnit& unit, std::string_view raw) {
         // Earlier replies go out, then the client is closed; the upstream still gets the request and
         // answers it (into the void): "did my COMMIT happen?" The close takes the place of the replies.
         const size_t before = slots_.size();
-        forward_current(raw);
+        forward_current(raw, /*merge=*/false);
         stop_input_ = true;
-        slots_.insert(slots_.begin() + static_cast<std::ptrdiff_t>(before),
-                      Slot{Slot::Kind::close, 0, {}, false, false, true});
+        Slot close;
+        close.kind = Slot::Kind::close;
+        close.keep_upstream = true;
+        slots_.insert(slots_.begin() + static_cast<std::ptrdiff_t>(before), std::move(close));
         deliver_ready();
         return true;
       }
@@ -285,15 +286,13 @@ bool MessageSession::decide(const ClientUnit& unit, std::string_view raw) {
         flush_upstream();
         write_upstream(injected.upstream);
       }
-      for (unsigned i = 0; i < injected.upstream_slots; ++i)
-        slots_.push_back(Slot{Slot::Kind::forwarded, injected.upstream_tag, {}, false, false, false});
-      awaited_ += injected.upstream_slots;
+      await_replies(injected.upstream_slots, injected.upstream_tag, true);
       return true;
     }
   }
 }
 
-void MessageSession::forward_current(std::string_view raw) {
+void MessageSession::forward_current(std::string_view raw, bool merge) {
   Forward f = protocol_->forward();
   if (f.raw) {
     send_upstream(raw);
@@ -301,8 +300,7 @@ void MessageSession::forward_current(std::string_view raw) {
     flush_upstream();
     write_upstream(f.bytes);
   }
-  for (unsigned i = 0; i < f.slots; ++i) slots_.push_back(Slot{Slot::Kind::forwarded, f.tag, {}, false, false, false});
-  awaited_ += f.slots;
+  await_replies(f.slots, f.tag, merge);
   if (!f.local.empty()) enqueue_injected(std::move(f.local), false);
 }
 
@@ -425,14 +423,14 @@ size_t MessageSession::process_replies(std::string_view in) {
       }
     }
     if (unit.kind == ReplyUnit::Kind::frame && awaited && unit.ends) {
-      slots_.pop_front();
+      if (--slots_.front().count == 0) slots_.pop_front();
       --awaited_;
       deliver_ready();
     }
   }
   flush_client();
   replying_ = false;
-  if (slots_.size() < kMaxSlots) resume_client();  // what waited for these replies may go on
+  if (awaited_ < kMaxSlots) resume_client();  // what waited for these replies may go on
   if (slots_.empty()) maybe_done();
   return pos;
 }
@@ -554,15 +552,38 @@ void MessageSession::report_unreachable() {
 
 // --- the queue, reading, closing --------------------------------------------------------------------------
 
+// `n` more replies with `tag` are awaited. A run of them is one slot with a count (a pipeline of 10,000
+// commands is one slot, not 10,000); `merge` false keeps them apart from the run before.
+void MessageSession::await_replies(unsigned n, uint32_t tag, bool merge) {
+  if (n == 0) return;
+  awaited_ += n;
+  if (merge && !slots_.empty() && slots_.back().kind == Slot::Kind::forwarded && slots_.back().tag == tag) {
+    slots_.back().count += n;
+    return;
+  }
+  Slot slot;
+  slot.tag = tag;
+  slot.count = n;
+  slots_.push_back(std::move(slot));
+}
+
 void MessageSession::enqueue_injected(std::string bytes, bool close_after) {
-  slots_.push_back(Slot{Slot::Kind::injected, 0, std::move(bytes), close_after, false, false});
+  Slot slot;
+  slot.kind = Slot::Kind::injected;
+  slot.bytes = std::move(bytes);
+  slot.close_after = close_after;
+  slots_.push_back(std::move(slot));
   if (close_after) stop_input_ = true;
   deliver_ready();
 }
 
 void MessageSession::enqueue_close(bool rst, bool keep_upstream) {
   stop_input_ = true;
-  slots_.push_back(Slot{Slot::Kind::close, 0, {}, false, rst, keep_upstream});
+  Slot slot;
+  slot.kind = Slot::Kind::close;
+  slot.rst = rst;
+  slot.keep_upstream = keep_upstream;
+  slots_.push_back(std::move(slot));
   deliver_ready();
 }
 
@@ -582,7 +603,7 @@ void MessageSession::update_reading() {
   if (closing_) return;
   if (client_ && !client_closing_ && !client_eof_) {
     const bool waiting = held_ || stop_input_ || (!slots_.empty() && protocol_->wait_for_replies());
-    const bool pause = upstream_backlog() > Conn::kHighWater || slots_.size() >= kMaxSlots ||
+    const bool pause = upstream_backlog() > Conn::kHighWater || awaited_ >= kMaxSlots ||
                        (waiting && in_.size() >= kMaxUnparsed);
     if (pause)
       client_->read_stop();

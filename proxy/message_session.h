@@ -69,6 +69,7 @@ class MessageSession final : public WorkerSession {
     enum class Kind { forwarded, injected, close };
     Kind kind = Kind::forwarded;
     uint32_t tag = 0;       // forwarded: the protocol's tag
+    uint32_t count = 1;     // forwarded: this many replies in a row with that tag
     std::string bytes;      // injected
     bool close_after = false;  // injected: close both once delivered (postgres.fatal)
     bool rst = false;          // close: reset instead of FIN
@@ -88,7 +89,7 @@ class MessageSession final : public WorkerSession {
   size_t process_client(std::string_view in);
   void resume_client();
   bool decide(const ClientUnit& unit, std::string_view raw);
-  void forward_current(std::string_view raw);
+  void forward_current(std::string_view raw, bool merge = true);
   void release_hold();
   void send_upstream(std::string_view bytes);
   void flush_upstream();
@@ -107,6 +108,7 @@ class MessageSession final : public WorkerSession {
   void on_upstream_error(const std::string& why, bool reset);
   void report_unreachable();
 
+  void await_replies(unsigned n, uint32_t tag, bool merge);
   void enqueue_injected(std::string bytes, bool close_after);
   void enqueue_close(bool rst, bool keep_upstream);
   size_t client_backlog() const;
@@ -140,7 +142,7 @@ class MessageSession final : public WorkerSession {
   bool replying_ = false;          // process_replies() is on the stack
 
   std::deque<Slot> slots_;
-  size_t awaited_ = 0;    // forwarded slots in slots_
+  size_t awaited_ = 0;    // replies awaited (the counts of the forwarded slots)
   std::optional<ClientUnit> held_;  // the request a delay or hang holds (and all input after it)
   Hold hold_ = Hold::none;
   UvTimer hold_timer_;
