@@ -396,7 +396,6 @@ void MessageSession::on_upstream_data(std::string_view bytes) {
 }
 
 size_t MessageSession::process_replies(std::string_view in) {
-  replying_ = true;
   size_t pos = 0;
   deliver_ready();
   while (pos < in.size() && !closing_) {
@@ -429,7 +428,6 @@ size_t MessageSession::process_replies(std::string_view in) {
     }
   }
   flush_client();
-  replying_ = false;
   if (awaited_ < kMaxSlots) resume_client();  // what waited for these replies may go on
   if (slots_.empty()) maybe_done();
   return pos;

@@ -139,7 +139,6 @@ class MessageSession final : public WorkerSession {
   std::string_view up_pending_;    // forwarded bytes gathered during one client read, written once
   std::string_view down_pending_;  // reply bytes gathered during one upstream read, written once
   bool processing_ = false;        // process_client() is on the stack
-  bool replying_ = false;          // process_replies() is on the stack
 
   std::deque<Slot> slots_;
   size_t awaited_ = 0;    // replies awaited (the counts of the forwarded slots)

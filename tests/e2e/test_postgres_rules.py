@@ -91,11 +91,12 @@ class PostgresRulesTest(unittest.TestCase):
             cur.execute("INSERT INTO saves VALUES (1, 'dropped')")
         with self.assertRaises((psycopg2.OperationalError, psycopg2.InterfaceError)):
             conn.commit()
-        self.assertEqual(self.query("SELECT count(*) FROM saves WHERE id = 1"), [(0,)])
-        # the server saw the connection go and rolled back: the row's lock is free
+        # the server saw the connection go and rolled back: once its backend is gone, no row (a COMMIT
+        # that had reached it would have committed by then)
         wait_until(lambda: self.query("SELECT count(*) FROM pg_stat_activity WHERE query = "
                                       "'INSERT INTO saves VALUES (1, ''dropped'')'") == [(0,)],
                    timeout=10, message="the dropped connection's backend to end")
+        self.assertEqual(self.query("SELECT count(*) FROM saves WHERE id = 1"), [(0,)])
 
     def test_a_commit_dropped_after_forward_leaves_the_row(self):
         fl = self.start('pg:rule { match = { query = "COMMIT" }, action = drop { after_forward = true } }\n')
