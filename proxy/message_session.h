@@ -1,10 +1,11 @@
-// One client connection of a message protocol (redis, postgres): the client's requests, decided by the
-// proxy's rules one by one, go to one upstream connection of its own, pipelined; replies come back in request
-// order through a reply queue in which an injected reply takes exactly the place of the one it replaces.
+// One client connection of a message protocol (http, redis, postgres): the client's requests, decided by the
+// proxy's rules one by one, go upstream pipelined (http: one at a time, on connections from a keep-alive
+// pool); replies come back in request order through a reply queue in which an injected reply takes exactly
+// the place of the one it replaces.
 //
 // The protocol (protocol.h) is pure and knows the bytes; this session knows everything else: rules, the
-// generic actions (delay, hang, drop, reset, drop after forward), toxics on both directions, backpressure,
-// half-close and closing. Input is consumed through a read cursor and trimmed once per read, so a pipeline
+// generic actions (delay, hang, drop, reset, drop after forward), reply pacing and cuts, toxics on both
+// directions, upstream connections (one per client, or pooled), backpressure, half-close and closing. Input is consumed through a read cursor and trimmed once per read, so a pipeline
 // of 10,000 requests in one read stays linear.
 #pragma once
 
@@ -30,7 +31,7 @@ namespace faultline::proxy {
 class MessageSession final : public WorkerSession {
  public:
   // A protocol instance for one client connection (`ordinal` within its proxy, 1-based).
-  using Factory = std::unique_ptr<Protocol> (*)(const ProxyRuntime& proxy, uint64_t ordinal);
+  using Factory = std::unique_ptr<Protocol> (*)(const ProxyRuntime& proxy, uint64_t ordinal, const std::string& peer);
 
   static void accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* server, Factory factory);
   void force_close() override;
@@ -47,6 +48,7 @@ class MessageSession final : public WorkerSession {
     void on_drain(Conn&) override;
     void on_closed(Conn&) override;
   };
+  // Only the current upstream connection is listened to; one let go of only reports its close.
   struct UpstreamHandler final : ConnHandler {
     MessageSession* s;
     void on_connected(Conn&) override;
@@ -56,13 +58,25 @@ class MessageSession final : public WorkerSession {
     void on_drain(Conn&) override;
     void on_closed(Conn&) override;
   };
-  // The end of a toxic chain: the socket of its direction.
+  // The end of a toxic chain: the socket of its direction. Upstream chains run per upstream connection:
+  // bytes they hold belong to the connection they were sent on, never to one that replaces it.
   struct ChainOut final : faults::ToxicOutput {
     MessageSession* s = nullptr;
     bool downstream = false;
+    Conn* conn = nullptr;  // upstream: the connection; null once it is let go of
     void push(faults::Chunk chunk) override;
     void end() override;
     void abort(bool rst) override;
+  };
+  struct UpChain {
+    ChainOut out;
+    std::unique_ptr<faults::ToxicChain> chain;
+    uint64_t offset = 0;
+  };
+  // Client output released at a time (reply pacing).
+  struct Paced {
+    uint64_t due_us = 0;
+    std::string bytes;
   };
   // One awaited or injected reply, in request order.
   struct Slot {
@@ -74,6 +88,7 @@ class MessageSession final : public WorkerSession {
     bool close_after = false;  // injected: close both once delivered (postgres.fatal)
     bool rst = false;          // close: reset instead of FIN
     bool keep_upstream = false;  // close: drop { after_forward }: the upstream finishes what it was sent
+    bool armed = true;           // close: false while the request it follows is still arriving
   };
   enum class Hold { none, delaying, hanging };
 
@@ -90,6 +105,8 @@ class MessageSession final : public WorkerSession {
   void resume_client();
   bool decide(const ClientUnit& unit, std::string_view raw);
   void forward_current(std::string_view raw, bool merge = true);
+  void take_synthetic(const std::string& bytes);
+  void arm_close();
   void release_hold();
   void send_upstream(std::string_view bytes);
   void flush_upstream();
@@ -104,13 +121,32 @@ class MessageSession final : public WorkerSession {
   void send_client(std::string_view bytes);
   void flush_client();
   void write_client(std::string_view bytes);
+  void write_client_now(std::string_view bytes);
+  void on_client_drain();
+  std::deque<Slot>::iterator head_slot();
   void on_upstream_eof();
   void on_upstream_error(const std::string& why, bool reset);
   void report_unreachable();
+  void reply_done(const ReplyUnit& unit);
+  void emit(std::string_view bytes, uint64_t after_us, uint64_t rate);
+  void drain_paced();
+
+  // upstream connections
+  void ensure_upstream();
+  void start_upstream_chain();
+  void drop_upstream(bool rst = false);
+  void release_upstream();
+  bool retry_stale(const std::string& why);
+  void fail_upstream(Failure failure, const std::string& why);
+  void pooled_upstream_eof();
+  void pooled_upstream_error(const std::string& why, bool reset);
+  void arm_reply_timer();
+  void tunnel_eof(bool from_client);
 
   void await_replies(unsigned n, uint32_t tag, bool merge);
   void enqueue_injected(std::string bytes, bool close_after);
   void enqueue_close(bool rst, bool keep_upstream);
+  size_t socket_backlog() const;
   size_t client_backlog() const;
   size_t upstream_backlog() const;
   void update_reading();
@@ -127,10 +163,11 @@ class MessageSession final : public WorkerSession {
   UpstreamHandler upstream_handler_;
   uint64_t id_ = 0;
   uint64_t ordinal_ = 0;
+  Traits traits_;
   Conn* client_ = nullptr;
-  Conn* upstream_ = nullptr;
+  Conn* upstream_ = nullptr;    // the current upstream connection
+  int upstreams_closing_ = 0;   // let go of, their close not yet reported
   bool client_gone_ = false;    // closed callback came
-  bool upstream_gone_ = false;
   bool upstream_up_ = false;    // connected once
   std::string unreachable_;     // why the upstream could not be reached, until the client hears it
 
@@ -146,6 +183,22 @@ class MessageSession final : public WorkerSession {
   Hold hold_ = Hold::none;
   UvTimer hold_timer_;
   UvTimer linger_timer_;
+  UvTimer reply_timer_;   // upstream_timeout: the awaited reply's first byte
+  bool reply_begun_ = false;  // a frame of the head slot's reply came
+
+  std::deque<Paced> paced_;
+  size_t paced_bytes_ = 0;
+  uint64_t pace_due_us_ = 0;
+  UvTimer pace_timer_;
+  int finish_after_paced_ = 0;  // 1: FIN, 2: reset, once the paced output has gone
+  bool finish_when_flushed_ = false;  // a reset waits for what was written to go out
+
+  // Pooled upstreams: a reused connection may have been closed by the upstream just as it was taken; what
+  // was sent on it (if small) is kept until the first reply byte, to go again once on a fresh connection.
+  bool upstream_reused_ = false;
+  bool resend_ok_ = false;
+  std::string resend_;
+  bool keep_upstream_ = true;  // the current upstream connection may serve another request
 
   bool client_eof_ = false;     // the client sent FIN
   bool client_closing_ = false;
@@ -153,16 +206,18 @@ class MessageSession final : public WorkerSession {
   bool draining_upstream_ = false;  // the client is gone; the upstream finishes what it was sent
   bool closing_ = false;
 
-  std::unique_ptr<faults::ToxicChain> up_chain_;
+  std::vector<const faults::ToxicSpec*> up_specs_;
+  faults::ToxicContext toxic_ctx_;
+  std::unique_ptr<UpChain> up_;
+  std::vector<std::unique_ptr<UpChain>> retired_up_;  // freed at the next client read, not inside their callbacks
   std::unique_ptr<faults::ToxicChain> down_chain_;
-  ChainOut up_out_;
   ChainOut down_out_;
-  uint64_t up_offset_ = 0;
   uint64_t down_offset_ = 0;
   bool in_down_push_ = false;
   bool up_aborted_ = false;    // a toxic ended its chain: nothing more goes through it
   bool down_aborted_ = false;
   bool stop_input_ = false;    // a drop, reset or malformed request: nothing after it is read
+  bool unarmed_close_ = false; // a drop { after_forward } waits for its request to go upstream whole
 };
 
 }  // namespace faultline::proxy

@@ -1,6 +1,6 @@
 #include "proxy/protocols.h"
 
-#include "proxy/http_session.h"
+#include "proxy/http/http_protocol.h"
 #include "proxy/message_session.h"
 #include "proxy/postgres/pg_protocol.h"
 #include "proxy/redis/redis_protocol.h"
@@ -23,7 +23,7 @@ struct Entry {
 // A protocol on the message session is one pure codec (proxy/<protocol>/) and one line here.
 constexpr Entry kProtocols[] = {
     {faults::Protocol::tcp, &Session::accept},
-    {faults::Protocol::http, &HttpSession::accept},
+    {faults::Protocol::http, &message_session<&http::HttpProtocol::make>},
     {faults::Protocol::redis, &message_session<&redis::RedisProtocol::make>},
     {faults::Protocol::postgres, &message_session<&postgres::PgProtocol::make>},
 };

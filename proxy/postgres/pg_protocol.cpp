@@ -38,7 +38,7 @@ std::string next_word(std::string_view sql, size_t& i) {
 
 }  // namespace
 
-std::unique_ptr<Protocol> PgProtocol::make(const ProxyRuntime& proxy, uint64_t connection) {
+std::unique_ptr<Protocol> PgProtocol::make(const ProxyRuntime& proxy, uint64_t connection, const std::string&) {
   return std::make_unique<PgProtocol>(connection, proxy.rules != nullptr);
 }
 
@@ -409,9 +409,10 @@ ReplyUnit PgProtocol::reply(std::string_view in, uint32_t head_tag) {
   return unit;
 }
 
-std::string PgProtocol::upstream_failure(const std::string& why) {
-  std::string out;
-  encode_error(out, "FATAL", "08006", why);
+FailureReply PgProtocol::upstream_failure(Failure failure, const std::string& why) {
+  FailureReply out;
+  if (failure == Failure::bad_reply) return out;  // nothing can be said in the middle of a broken reply
+  encode_error(out.bytes, "FATAL", "08006", why);
   return out;
 }
 

@@ -34,14 +34,14 @@ namespace faultline::proxy::postgres {
 class PgProtocol final : public Protocol {
  public:
   PgProtocol(uint64_t connection, bool with_messages) : connection_(connection), with_messages_(with_messages) {}
-  static std::unique_ptr<Protocol> make(const ProxyRuntime& proxy, uint64_t connection);
+  static std::unique_ptr<Protocol> make(const ProxyRuntime& proxy, uint64_t connection, const std::string& peer);
 
   ClientUnit client(std::string_view in) override;
   Forward forward() override;
   Injected inject(const faults::ActionSpec& action) override;
   bool wait_for_replies() const override { return barrier_; }
   ReplyUnit reply(std::string_view in, uint32_t head_tag) override;
-  std::string upstream_failure(const std::string& why) override;
+  FailureReply upstream_failure(Failure failure, const std::string& why) override;
   std::string goodbye() const override;
 
   // What a statement does to a transaction, from its first words.

@@ -35,7 +35,7 @@ bool pubsub_head(std::string_view head) {
 
 }  // namespace
 
-std::unique_ptr<Protocol> RedisProtocol::make(const ProxyRuntime& proxy, uint64_t connection) {
+std::unique_ptr<Protocol> RedisProtocol::make(const ProxyRuntime& proxy, uint64_t connection, const std::string&) {
   return std::make_unique<RedisProtocol>(connection, proxy.rules != nullptr);
 }
 
@@ -291,9 +291,10 @@ std::string RedisProtocol::rewrite_exec(std::string_view frame) {
   return out;
 }
 
-std::string RedisProtocol::upstream_failure(const std::string& why) {
-  std::string out;
-  encode_error(out, "ERR " + why);
+FailureReply RedisProtocol::upstream_failure(Failure failure, const std::string& why) {
+  FailureReply out;
+  if (failure == Failure::bad_reply) return out;  // nothing can be said in the middle of a broken reply
+  encode_error(out.bytes, "ERR " + why);
   return out;
 }
 

@@ -29,13 +29,13 @@ class RedisProtocol final : public Protocol {
  public:
   // with_messages: the proxy has rules, so each command is offered to them as a CommandMessage.
   RedisProtocol(uint64_t connection, bool with_messages) : connection_(connection), with_messages_(with_messages) {}
-  static std::unique_ptr<Protocol> make(const ProxyRuntime& proxy, uint64_t connection);
+  static std::unique_ptr<Protocol> make(const ProxyRuntime& proxy, uint64_t connection, const std::string& peer);
 
   ClientUnit client(std::string_view in) override;
   Forward forward() override;
   Injected inject(const faults::ActionSpec& action) override;
   ReplyUnit reply(std::string_view in, uint32_t head_tag) override;
-  std::string upstream_failure(const std::string& why) override;
+  FailureReply upstream_failure(Failure failure, const std::string& why) override;
 
   // Reply slot tags.
   static constexpr uint32_t kPlain = 0;

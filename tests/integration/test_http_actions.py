@@ -2,12 +2,15 @@
 (SPEC §2.3, notes/http_behaviour.md). One faultline serves the class: each action has its own
 path, and the upstream routes on the path's first segment (/bytes/truncate is /bytes)."""
 
+import hashlib
 import json
+import os
+import tempfile
 import time
 import unittest
 
 from faultline_testlib import (Faultline, HttpReader, check_sanitizers, connect, curl,
-                               http_exchange, http_proxy, http_request, wait_until)
+                               http_exchange, http_proxy, http_request, recv_until_closed, wait_until)
 from http_upstream import HttpUpstream, payload, sse_event
 
 RULES = r'''
@@ -232,6 +235,47 @@ class HttpActionsTest(unittest.TestCase):
         self.assertEqual((r.exit, r.status), (0, 200), r)
         self.assertEqual(r.body, payload(2000))
         self.assertGreaterEqual(r.elapsed, 1.8, r)
+
+
+    # ---------------------------------------------------------------- actions meeting each other
+
+    def test_drop_after_forward_on_a_3_mib_upload_forwards_all_of_it_before_closing(self):
+        data = os.urandom(3 * 1024 * 1024)
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(data)
+            f.flush()
+            r = curl(f"{self.base}/echo/drop-after-forward?big=1", "-X", "POST", "--data-binary", "@" + f.name)
+        self.assertEqual((r.exit, r.body), (52, b""), r)
+        got = wait_until(lambda: [g for g in self.upstream_got("/echo/drop-after-forward") if len(g["body"]) > 100],
+                         timeout=5, message="the upload to reach the upstream")
+        self.assertEqual((len(got[0]["body"]), got[0]["body_sha256"]),
+                         (len(data), hashlib.sha256(data).hexdigest()),
+                         "the client was closed before its whole request went upstream")
+
+    def test_pipelined_delayed_answered_and_forwarded_responses_keep_their_order(self):
+        # The first response is held 300 ms, the second made by faultline, the third forwarded:
+        # neither of the later ones may overtake the held one.
+        with connect(self.fl.addr("p")) as s:
+            t0 = time.monotonic()
+            s.sendall(http_request("GET", "/echo/delay-response?pipelined=1") + http_request("GET", "/echo/respond")
+                      + http_request("GET", "/echo/third"))
+            reader = HttpReader(s)
+            first = reader.response()
+            t_first = time.monotonic() - t0
+            second, third = reader.response(), reader.response()
+        self.assertEqual((first.status, first.json()["target"]), (200, "/echo/delay-response?pipelined=1"))
+        self.assertGreaterEqual(t_first, 0.29)
+        self.assertEqual((second.status, second.body), (503, b"down for now"))
+        self.assertEqual((third.status, third.json()["target"]), (200, "/echo/third"))
+
+    def test_a_throttled_response_to_a_connection_close_request_arrives_whole_before_the_close(self):
+        with connect(self.fl.addr("p")) as s:
+            s.sendall(http_request("GET", "/bytes/throttle?n=600", [("Connection", "close")]))
+            raw, how, _ = recv_until_closed(s, timeout=5.0)
+        self.assertEqual(how, "eof", raw[:200])
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), raw[:200])
+        self.assertEqual(body, payload(600), "the connection closed before the paced body had gone out")
 
 
 if __name__ == "__main__":
