@@ -35,10 +35,21 @@ std::string peer_text(const uv_tcp_t* tcp) {
 }
 }  // namespace
 
+struct Conn::Connecting {
+  uv_timer_t timer;  // connect timeout, and failures reported on the next loop turn
+  uv_getaddrinfo_t resolve;
+  uv_connect_t req;
+  std::vector<sockaddr_storage> addrs;  // resolved addresses, tried in order
+  size_t next = 0;
+  std::string error;  // the last connect attempt's failure
+};
+
 struct Conn::WriteReq {
   uv_write_t req;
   std::string bytes;
+  faults::Chunk chunk;  // a zero-copy write (bytes unused)
   Conn* conn;
+  size_t size() const { return chunk.buf ? chunk.len : bytes.size(); }
 };
 
 bool literal_address(const faults::HostPort& to, sockaddr_storage* out) {
@@ -62,13 +73,12 @@ std::vector<sockaddr_storage> resolved_addresses(const addrinfo* res, size_t max
 
 Conn::Conn(Worker& worker, ConnHandler* handler) : worker_(worker), handler_(handler) {
   tcp_.data = this;
-  timer_.data = this;
-  resolve_.data = this;
-  connect_req_.data = this;
   shutdown_req_.data = this;
 }
 
-Conn::~Conn() = default;
+Conn::~Conn() {
+  if (read_buf_) worker_.pool().give(std::move(read_buf_));
+}
 
 Conn* Conn::accept(Worker& worker, uv_stream_t* server, ConnHandler* handler, std::string* why) {
   auto* c = new Conn(worker, handler);
@@ -99,8 +109,8 @@ Conn* Conn::connect(Worker& worker, std::vector<sockaddr_storage> addresses, std
                     uint64_t timeout_ms) {
   auto* c = new Conn(worker, handler);
   c->peer_ = std::move(peer);
-  c->addrs_ = std::move(addresses);
   c->start_timer(timeout_ms);
+  c->connecting_->addrs = std::move(addresses);
   c->connect_next();
   return c;
 }
@@ -109,7 +119,7 @@ void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
   start_timer(timeout_ms);
   sockaddr_storage addr{};
   if (literal_address(to, &addr)) {
-    addrs_.push_back(addr);
+    connecting_->addrs.push_back(addr);
     connect_next();
     return;
   }
@@ -117,14 +127,16 @@ void Conn::start_connect(const faults::HostPort& to, uint64_t timeout_ms) {
 }
 
 void Conn::start_timer(uint64_t timeout_ms) {
-  uv_timer_init(worker_.loop(), &timer_);
+  connecting_ = std::make_unique<Connecting>();
+  connecting_->timer.data = connecting_->resolve.data = connecting_->req.data = this;
+  uv_timer_init(worker_.loop(), &connecting_->timer);
   timer_open_ = true;
   outstanding_ += 1;
   uv_timer_start(
-      &timer_,
+      &connecting_->timer,
       [](uv_timer_t* t) {
         auto* c = static_cast<Conn*>(t->data);
-        c->fail(c->connect_error_.empty() ? "connect timed out" : c->connect_error_, false);
+        c->fail(c->connecting_->error.empty() ? "connect timed out" : c->connecting_->error, false);
       },
       timeout_ms, 0);
 }
@@ -135,7 +147,7 @@ void Conn::resolve(const faults::HostPort& to) {
   hints.ai_socktype = SOCK_STREAM;
   const std::string port = std::to_string(to.port);
   int rc = uv_getaddrinfo(
-      worker_.loop(), &resolve_,
+      worker_.loop(), &connecting_->resolve,
       [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
         auto* c = static_cast<Conn*>(req->data);
         c->resolving_ = false;
@@ -143,7 +155,7 @@ void Conn::resolve(const faults::HostPort& to) {
           if (status != 0 || !res) {
             c->fail(std::string("cannot resolve: ") + uv_strerror(status), false);
           } else {
-            c->addrs_ = resolved_addresses(res, kMaxAddresses);
+            c->connecting_->addrs = resolved_addresses(res, kMaxAddresses);
             c->connect_next();
           }
         }
@@ -163,15 +175,16 @@ void Conn::resolve(const faults::HostPort& to) {
 // from inside Conn::connect: the caller holds the Conn before it can hear that it failed.
 void Conn::connect_next() {
   if (closing_) return;
-  if (next_addr_ >= addrs_.size()) {
-    fail_soon(connect_error_.empty() ? "no address to connect to" : connect_error_);
+  Connecting& cg = *connecting_;
+  if (cg.next >= cg.addrs.size()) {
+    fail_soon(cg.error.empty() ? "no address to connect to" : cg.error);
     return;
   }
-  const sockaddr* addr = reinterpret_cast<const sockaddr*>(&addrs_[next_addr_++]);
+  const sockaddr* addr = reinterpret_cast<const sockaddr*>(&cg.addrs[cg.next++]);
   uv_tcp_init(worker_.loop(), &tcp_);
   tcp_open_ = true;
   outstanding_ += 1;
-  int rc = uv_tcp_connect(&connect_req_, &tcp_, addr, [](uv_connect_t* req, int status) {
+  int rc = uv_tcp_connect(&cg.req, &tcp_, addr, [](uv_connect_t* req, int status) {
     static_cast<Conn*>(req->data)->on_connect(status);
   });
   if (rc != 0) attempt_failed(rc);
@@ -179,7 +192,7 @@ void Conn::connect_next() {
 
 // One address failed: its socket is closed, then the next one is tried.
 void Conn::attempt_failed(int status) {
-  connect_error_ = uv_strerror(status);
+  connecting_->error = uv_strerror(status);
   tcp_open_ = false;
   uv_close(as_handle(&tcp_), [](uv_handle_t* h) {
     auto* c = static_cast<Conn*>(h->data);
@@ -194,10 +207,10 @@ void Conn::attempt_failed(int status) {
 
 // A failure found synchronously, reported from the connect timer's callback on the next loop turn.
 void Conn::fail_soon(const std::string& why) {
-  connect_error_ = why;
-  if (timer_open_) uv_timer_start(&timer_, [](uv_timer_t* t) {
+  connecting_->error = why;
+  if (timer_open_) uv_timer_start(&connecting_->timer, [](uv_timer_t* t) {
     auto* c = static_cast<Conn*>(t->data);
-    c->fail(c->connect_error_, false);
+    c->fail(c->connecting_->error, false);
   }, 0, 0);
 }
 
@@ -208,7 +221,13 @@ void Conn::on_connect(int status) {
     return;
   }
   connected_ = true;
-  uv_timer_stop(&timer_);
+  // What connecting needed goes once the timer has closed.
+  timer_open_ = false;
+  uv_close(as_handle(&connecting_->timer), [](uv_handle_t* h) {
+    auto* c = static_cast<Conn*>(h->data);
+    if (!c->closing_) c->connecting_.reset();
+    c->release();
+  });
   uv_tcp_nodelay(&tcp_, 1);
   if (tls_) {
     tls_->start();
@@ -246,6 +265,11 @@ void Conn::read_start() {
       as_stream(&tcp_),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
         auto* c = static_cast<Conn*>(h->data);
+        if (!c->tls_ && c->handler_ && c->handler_->wants_chunks()) {
+          if (!c->read_buf_) c->read_buf_ = c->worker_.pool().take();
+          *buf = uv_buf_init(c->read_buf_.data(), static_cast<unsigned>(c->read_buf_.capacity()));
+          return;
+        }
         faults::Buffer& b = c->worker_.read_buffer();
         *buf = uv_buf_init(b.data(), static_cast<unsigned>(b.capacity()));
       },
@@ -268,7 +292,16 @@ void Conn::read_stop() {
 }
 
 void Conn::on_read(ssize_t nread, const char* data) {
+  const bool chunked = read_buf_ && data == read_buf_.data();
+  if (chunked && (nread <= 0 || closing_ || !handler_)) worker_.pool().give(std::move(read_buf_));
   if (closing_) return;
+  if (nread > 0 && chunked && handler_) {
+    faults::Chunk chunk;
+    chunk.buf = std::move(read_buf_);
+    chunk.len = static_cast<size_t>(nread);
+    handler_->on_chunk(*this, std::move(chunk));
+    return;
+  }
   if (nread > 0) {
     std::string_view bytes(data, static_cast<size_t>(nread));
     if (!tls_) {
@@ -317,6 +350,33 @@ void Conn::write(std::string_view bytes) {
   send_raw(bytes);
 }
 
+void Conn::write(faults::Chunk chunk) {
+  if (closing_ || shut_ || chunk.len == 0 || !connected_ || tls_) {
+    write(chunk.view());  // (copied, or dropped)
+    worker_.pool().give(std::move(chunk.buf));
+    return;
+  }
+  if (queued_ == 0) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(chunk.data()), static_cast<unsigned>(chunk.len));
+    int n = uv_try_write(as_stream(&tcp_), &b, 1);
+    if (n == static_cast<int>(chunk.len)) {
+      worker_.pool().give(std::move(chunk.buf));
+      return;
+    }
+    if (n > 0) {
+      chunk.begin += static_cast<size_t>(n);
+      chunk.len -= static_cast<size_t>(n);
+    } else if (n != UV_EAGAIN) {
+      worker_.pool().give(std::move(chunk.buf));
+      fail(std::string("write failed: ") + uv_strerror(n), n == UV_ECONNRESET);
+      return;
+    }
+  }
+  auto* req = new WriteReq{};
+  req->chunk = std::move(chunk);
+  queue_write(req);
+}
+
 size_t Conn::queued() const { return queued_ + unsent_.size() + (tls_ ? tls_->buffered() : 0); }
 
 void Conn::flush_tls() {
@@ -338,16 +398,24 @@ void Conn::send_raw(std::string_view bytes) {
   }
   auto* req = new WriteReq{};
   req->bytes.assign(bytes);
+  queue_write(req);
+}
+
+// What the socket did not take at once, in a write request of its own (the bytes stay where they are).
+void Conn::queue_write(WriteReq* req) {
   req->conn = this;
   req->req.data = req;
-  queued_ += req->bytes.size();
+  const size_t size = req->size();
+  queued_ += size;
   if (queued_ > kHighWater) above_high_ = true;
   outstanding_ += 1;
-  uv_buf_t b = uv_buf_init(req->bytes.data(), static_cast<unsigned>(req->bytes.size()));
+  uv_buf_t b = req->chunk.buf ? uv_buf_init(const_cast<char*>(req->chunk.data()), static_cast<unsigned>(size))
+                              : uv_buf_init(req->bytes.data(), static_cast<unsigned>(size));
   int rc = uv_write(&req->req, as_stream(&tcp_), &b, 1, [](uv_write_t* w, int status) {
     std::unique_ptr<WriteReq> r(static_cast<WriteReq*>(w->data));
     Conn* c = r->conn;
-    c->queued_ -= r->bytes.size();
+    c->queued_ -= r->size();
+    if (r->chunk.buf) c->worker_.pool().give(std::move(r->chunk.buf));
     if (!c->closing_) {
       if (status < 0) {
         c->fail(std::string("write failed: ") + uv_strerror(status), status == UV_ECONNRESET);
@@ -361,8 +429,9 @@ void Conn::send_raw(std::string_view bytes) {
     c->release();
   });
   if (rc != 0) {
-    queued_ -= req->bytes.size();
+    queued_ -= size;
     outstanding_ -= 1;
+    if (req->chunk.buf) worker_.pool().give(std::move(req->chunk.buf));
     delete req;
     fail(std::string("write failed: ") + uv_strerror(rc), false);
   }
@@ -383,9 +452,15 @@ void Conn::finish_shutdown() {
   shut_ = true;
   outstanding_ += 1;
   int rc = uv_shutdown(&shutdown_req_, as_stream(&tcp_), [](uv_shutdown_t* req, int) {
-    static_cast<Conn*>(req->data)->release();
+    auto* c = static_cast<Conn*>(req->data);
+    c->shut_done_ = true;
+    if (!c->closing_ && c->handler_) c->handler_->on_shut(*c);
+    c->release();
   });
-  if (rc != 0) outstanding_ -= 1;
+  if (rc != 0) {
+    outstanding_ -= 1;
+    shut_done_ = true;  // (not connected any more: nothing to wait for)
+  }
 }
 
 void Conn::fail(const std::string& why, bool reset) {
@@ -399,10 +474,10 @@ void Conn::close(bool rst) {
   if (closing_) return;
   closing_ = true;
   auto close_cb = [](uv_handle_t* h) { static_cast<Conn*>(h->data)->release(); };
-  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
+  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&connecting_->resolve));
   if (timer_open_) {
     timer_open_ = false;
-    uv_close(as_handle(&timer_), close_cb);
+    uv_close(as_handle(&connecting_->timer), close_cb);
   }
   if (tcp_open_) {
     tcp_open_ = false;

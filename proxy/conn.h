@@ -1,5 +1,7 @@
-// One TCP connection on a worker's loop, optionally TLS, for the protocol-aware sessions (http): writes are
-// copied and queued, reads arrive as plaintext views, and the object frees itself in libuv's close callback.
+// One TCP connection on a worker's loop, optionally TLS, for every session: writes go out at once when the
+// socket takes them and are queued otherwise; reads arrive as plaintext views, or (tcp sessions) as pooled
+// buffers the handler may move into another connection's write without a copy; the object frees itself in
+// libuv's close callback.
 #pragma once
 
 #include <uv.h>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "faults/address.h"
+#include "faults/chunk.h"
 
 using SSL_CTX = struct ssl_ctx_st;
 
@@ -40,6 +43,12 @@ class ConnHandler {
   // The write queue fell below the low-water mark after having been above the high one.
   virtual void on_drain(Conn&) {}
   virtual void on_closed(Conn&) = 0;
+  // Reads as pooled buffers (plaintext connections): on_chunk instead of on_data, and the chunk is the
+  // handler's to keep or to pass to Conn::write(Chunk).
+  virtual bool wants_chunks() const { return false; }
+  virtual void on_chunk(Conn& c, faults::Chunk chunk) { on_data(c, chunk.view()); }
+  // Our FIN went out (the shutdown completed).
+  virtual void on_shut(Conn&) {}
 };
 
 class Conn {
@@ -68,6 +77,9 @@ class Conn {
   void read_start();
   void read_stop();
   void write(std::string_view bytes);
+  // The same without a copy: what the socket does not take at once stays in the chunk's buffer, which
+  // goes back to the worker's pool once written (or dropped).
+  void write(faults::Chunk chunk);
   // FIN once everything queued is written (TLS: after close_notify).
   void shutdown();
   // Closes now; with rst the peer gets a reset. Unsent bytes are dropped.
@@ -77,6 +89,7 @@ class Conn {
   bool connected() const { return connected_; }
   bool closing() const { return closing_; }
   bool peer_eof() const { return eof_; }
+  bool shut() const { return shut_done_; }  // our FIN went out
   const std::string& peer() const { return peer_; }  // "ip:port", for logs
 
  private:
@@ -94,6 +107,7 @@ class Conn {
   void fail(const std::string& why, bool reset);
   void on_read(ssize_t nread, const char* data);
   void send_raw(std::string_view bytes);
+  void queue_write(WriteReq* req);
   void flush_tls();
   void finish_shutdown();
   void release();
@@ -101,16 +115,14 @@ class Conn {
   Worker& worker_;
   ConnHandler* handler_;
   uv_tcp_t tcp_;
-  uv_timer_t timer_;  // connect timeout
-  uv_getaddrinfo_t resolve_;
-  uv_connect_t connect_req_;
+  // Only while connecting (freed once connected, so an established connection carries none of it).
+  struct Connecting;
+  std::unique_ptr<Connecting> connecting_;
   uv_shutdown_t shutdown_req_;
   std::unique_ptr<tls::Engine> tls_;
   std::string unsent_;   // written before the connection was up
+  faults::Buffer read_buf_;  // chunk reads: the buffer of the read in progress
   std::string peer_;
-  std::vector<sockaddr_storage> addrs_;  // resolved addresses, tried in order
-  size_t next_addr_ = 0;
-  std::string connect_error_;            // the last connect attempt's failure
   size_t queued_ = 0;    // bytes in uv_write requests not yet completed
   int outstanding_ = 0;  // handles and requests still to call back before the Conn may be freed
   bool tcp_open_ = false;
@@ -122,6 +134,7 @@ class Conn {
   bool eof_ = false;
   bool shutdown_wanted_ = false;
   bool shut_ = false;
+  bool shut_done_ = false;
   bool closing_ = false;
   bool above_high_ = false;
   bool tls_client_start_ = false;

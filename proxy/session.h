@@ -1,18 +1,20 @@
-// One client connection paired with its upstream connection: two pipes, one per direction.
+// One client connection of a tcp proxy paired with its upstream connection: two pipes, one per direction,
+// each with its optional toxic chain, over the shared connection type (conn.h) in its zero-copy mode: a
+// pooled read buffer moves into the other side's write, never copied.
 #pragma once
 
 #include <uv.h>
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "faults/chunk.h"
 #include "faults/toxic_chain.h"
+#include "proxy/conn.h"
+#include "proxy/uv_timer.h"
 #include "proxy/worker.h"
 
 namespace faultline::proxy {
-
 
 class Session final : public WorkerSession {
  public:
@@ -23,48 +25,53 @@ class Session final : public WorkerSession {
   void force_close() override;
 
  private:
-  struct Side;
   struct Pipe;
-  struct WriteReq;
+  // One connection of the session and what it reports.
+  struct Side final : ConnHandler {
+    Session* s = nullptr;
+    Conn* conn = nullptr;  // null once closed
+    const char* name = "";
+    Pipe* out = nullptr;   // the pipe that reads from this side
+    Pipe* in = nullptr;    // the pipe that writes into this side
+
+    bool wants_chunks() const override { return true; }
+    void on_connected(Conn&) override;
+    void on_data(Conn&, std::string_view bytes) override;
+    void on_chunk(Conn&, faults::Chunk chunk) override;
+    void on_eof(Conn&) override;
+    void on_error(Conn&, const std::string& why, bool reset) override;
+    void on_drain(Conn&) override;
+    void on_shut(Conn&) override;
+    void on_closed(Conn&) override;
+  };
 
   Session(Worker& worker, ProxyRuntime& proxy);
-  ~Session();
+  ~Session() override;
 
   void decide_toxics();
-  void start_connect();
-  void connect_next();
-  void attempt_failed(int status);
-  void on_connected(int status);
-  void fail_connect(const std::string& why);
-  void start_reading(Side& side);
-  void on_read(Side& side, ssize_t nread);
-  void write(Side& side, faults::Chunk chunk);
-  void shutdown_side(Side& side);
-  void maybe_finish();
+  void on_connected();
+  void on_chunk(Side& side, faults::Chunk chunk);
+  void on_eof(Side& side);
   void check_backpressure(Pipe& pipe);
+  void shutdown_side(Side& side);
+  void drain_both();
+  void maybe_finish();
   void close_all(bool rst);
-  void on_handle_closed();
   std::string tag() const;
 
   Worker& worker_;
   ProxyRuntime& proxy_;
   uint64_t id_ = 0;       // process-wide connection number
   uint64_t ordinal_ = 0;  // connection ordinal within the proxy
-  std::unique_ptr<Side> client_;
-  std::unique_ptr<Side> upstream_;
+  Side client_;
+  Side upstream_;
   std::unique_ptr<Pipe> up_;    // client -> upstream
   std::unique_ptr<Pipe> down_;  // upstream -> client
-  uv_timer_t connect_timer_;
-  uv_getaddrinfo_t resolve_req_;
-  uv_connect_t connect_req_;
-  std::vector<sockaddr_storage> addrs_;  // the upstream's addresses, tried in order
-  size_t next_addr_ = 0;
-  std::string connect_error_;
-  bool resolving_ = false;
+  std::unique_ptr<UvTimer> drain_timer_;  // made when needed: an idle connection holds no timer
+  int open_conns_ = 0;
   bool connected_ = false;
   bool closing_ = false;
   bool draining_ = false;  // aborted with FIN: discard input until both peers close
-  int pending_closes_ = 0;
 };
 
 }  // namespace faultline::proxy

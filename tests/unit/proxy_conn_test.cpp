@@ -1,7 +1,8 @@
-// Conn's connector on a real loop and real loopback sockets: every address is tried in order, and a
-// failure is always reported from a callback, never from inside connect() itself.
+// Conn on a real loop and real loopback sockets: every address is tried in order, a failure is always
+// reported from a callback (never from inside connect() itself), and zero-copy chunks go out whole.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "proxy/conn.h"
 #include "proxy/worker.h"
@@ -120,4 +122,62 @@ TEST_CASE("no address at all is a failure, reported from a callback") {
   CHECK(r.error.empty());
   loop.run_until([&] { return r.closed; });
   CHECK(r.error == "no address to connect to");
+}
+
+namespace {
+struct ChunkRecorder : Recorder {
+  std::vector<faultline::faults::Chunk> chunks;
+  bool drained = false, shut = false;
+  bool wants_chunks() const override { return true; }
+  void on_chunk(Conn&, faultline::faults::Chunk chunk) override { chunks.push_back(std::move(chunk)); }
+  void on_drain(Conn&) override { drained = true; }
+  void on_shut(Conn&) override { shut = true; }
+};
+}  // namespace
+
+TEST_CASE("zero-copy: a chunk the socket cannot take at once is queued in its own buffer and arrives whole, "
+          "and reads come as pooled buffers") {
+  Loop loop;
+  Socket listening(AF_INET, true);
+  ChunkRecorder r;
+  Conn* c = Conn::connect(loop.worker, {listening.addr}, "127.0.0.1", &r, 5000);
+  loop.run_until([&] { return r.connected || !r.error.empty(); });
+  REQUIRE(r.connected);
+  const int peer = ::accept(listening.fd, nullptr, nullptr);
+  REQUIRE(peer >= 0);
+
+  // 8 MiB in one write: far more than loopback's socket buffers take while nobody reads.
+  const size_t size = 8 * 1024 * 1024;
+  faultline::faults::Chunk chunk;
+  chunk.buf = faultline::faults::Buffer(size);
+  for (size_t i = 0; i < size; ++i) chunk.buf.data()[i] = static_cast<char>((i * 7919) >> 3);
+  const std::string expected(chunk.buf.data(), size);
+  chunk.len = size;
+  c->write(std::move(chunk));
+  CHECK(c->queued() > 0);
+  CHECK(c->queued() < size);
+
+  std::string got;
+  char buf[65536];
+  REQUIRE(::fcntl(peer, F_SETFL, O_NONBLOCK) == 0);
+  loop.run_until([&] {
+    for (ssize_t n; (n = ::read(peer, buf, sizeof buf)) > 0;) got.append(buf, static_cast<size_t>(n));
+    return got.size() >= size;
+  });
+  CHECK(got == expected);
+  CHECK(c->queued() == 0);
+  CHECK(r.drained);
+
+  c->read_start();
+  REQUIRE(::write(peer, "hello", 5) == 5);
+  loop.run_until([&] { return !r.chunks.empty(); });
+  CHECK(r.chunks[0].view() == "hello");
+  CHECK(r.chunks[0].buf.capacity() == faultline::faults::BufferPool::kDefaultSize);
+
+  c->shutdown();
+  loop.run_until([&] { return r.shut; });
+  CHECK(::read(peer, buf, sizeof buf) == 0);  // our FIN
+  ::close(peer);
+  c->close();
+  loop.run_until([&] { return r.closed; });
 }
