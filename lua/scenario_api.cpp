@@ -22,7 +22,8 @@ struct ProxyRef {
   size_t index;
 };
 
-const std::vector<std::string> kProxyFields = {"listen", "name", "protocol", "tls", "tls_verify", "upstream", "upstream_timeout"};
+const std::vector<std::string> kProxyFields = {"listen",   "name",         "protocol",        "tls",
+                                               "tls_verify", "upstream", "upstream_timeout", "upstream_tls"};
 const std::vector<std::string> kToxicFields = {"attributes", "name", "stream", "toxicity", "type"};
 const std::vector<std::string> kExpectFields = {"fired", "fired_at_least", "fired_at_most", "rule", "toxic"};
 const std::vector<std::pair<const char*, faults::ExpectSpec::Kind>> kExpectCounts = {
@@ -156,8 +157,15 @@ faults::ProxySpec read_proxy(lua_State* L, TableFields& fields) {
   const auto upstream = fields.string("upstream");
   if (!upstream) fields.fail("missing field 'upstream' (host:port to forward to)");
   read_upstream(fields, *upstream, spec);
+  if (const auto tls = fields.boolean("upstream_tls")) {
+    if (spec.protocol != faults::Protocol::postgres)
+      fields.fail(spec.protocol == faults::Protocol::http
+                      ? "upstream_tls applies to postgres proxies; an http proxy takes an https:// upstream"
+                      : "upstream_tls applies to protocol = \"postgres\" proxies");
+    spec.upstream_tls = *tls;
+  }
   if (const auto verify = fields.boolean("tls_verify")) {
-    if (!spec.upstream_tls) fields.fail("tls_verify applies to an https:// upstream only");
+    if (!spec.upstream_tls) fields.fail("tls_verify applies to a TLS upstream only (https://, or upstream_tls = true)");
     spec.tls_verify = *verify;
   }
   read_listen_tls(L, fields, spec);

@@ -44,6 +44,15 @@ struct Conn::Connecting {
   std::string error;  // the last connect attempt's failure
 };
 
+struct Conn::StartTls {
+  SSL_CTX* ctx = nullptr;
+  std::string sni;
+  bool verify = true;
+  std::string request;
+  char ok = 0;
+  bool sent = false;  // the request went out: its answer is awaited
+};
+
 struct Conn::WriteReq {
   uv_write_t req;
   std::string bytes;
@@ -220,15 +229,23 @@ void Conn::on_connect(int status) {
     attempt_failed(status);
     return;
   }
-  connected_ = true;
-  // What connecting needed goes once the timer has closed.
-  timer_open_ = false;
-  uv_close(as_handle(&connecting_->timer), [](uv_handle_t* h) {
-    auto* c = static_cast<Conn*>(h->data);
-    if (!c->closing_) c->connecting_.reset();
-    c->release();
-  });
   uv_tcp_nodelay(&tcp_, 1);
+  if (starttls_) {
+    // The in-clear request first; the rest waits for its answer (starttls_answer), under the same timeout.
+    starttls_->sent = true;
+    send_raw(starttls_->request);
+    if (!closing_) read_socket();
+    return;
+  }
+  connected_ = true;
+  if (timer_open_) {  // what connecting needed goes once its timer has closed
+    timer_open_ = false;
+    uv_close(as_handle(&connecting_->timer), [](uv_handle_t* h) {
+      auto* c = static_cast<Conn*>(h->data);
+      if (!c->closing_) c->connecting_.reset();
+      c->release();
+    });
+  }
   if (tls_) {
     tls_->start();
     flush_tls();
@@ -257,9 +274,39 @@ void Conn::use_tls_client(SSL_CTX* ctx, const std::string& sni_host, bool verify
 
 void Conn::use_tls_server(SSL_CTX* ctx) { tls_ = tls::Engine::server(ctx); }
 
+void Conn::use_tls_client_after(SSL_CTX* ctx, const std::string& sni_host, bool verify, std::string request, char ok) {
+  starttls_ = std::make_unique<StartTls>();
+  starttls_->ctx = ctx;
+  starttls_->sni = sni_host;
+  starttls_->verify = verify;
+  starttls_->request = std::move(request);
+  starttls_->ok = ok;
+}
+
+// The server's one-byte answer to the in-clear request: TLS starts, and what waited goes through it.
+void Conn::starttls_answer(std::string_view bytes) {
+  if (bytes.front() != starttls_->ok) {
+    fail("refused TLS (answered '" + std::string(1, bytes.front()) + "' to the request for it)", false);
+    return;
+  }
+  if (bytes.size() > 1) {  // a TLS server never speaks before our hello
+    fail("sent " + std::to_string(bytes.size() - 1) + " unexpected byte(s) after accepting TLS", false);
+    return;
+  }
+  tls_ = tls::Engine::client(starttls_->ctx, starttls_->sni, starttls_->verify);
+  starttls_.reset();
+  reading_ = false;
+  uv_read_stop(as_stream(&tcp_));
+  on_connect(0);  // now as any TLS client connection
+}
+
 void Conn::read_start() {
   want_read_ = true;
   if (reading_ || closing_ || !connected_ || eof_) return;
+  read_socket();
+}
+
+void Conn::read_socket() {
   reading_ = true;
   uv_read_start(
       as_stream(&tcp_),
@@ -295,6 +342,16 @@ void Conn::on_read(ssize_t nread, const char* data) {
   const bool chunked = read_buf_ && data == read_buf_.data();
   if (chunked && (nread <= 0 || closing_ || !handler_)) worker_.pool().give(std::move(read_buf_));
   if (closing_) return;
+  if (starttls_ && starttls_->sent) {
+    if (nread > 0) {
+      starttls_answer(std::string_view(data, static_cast<size_t>(nread)));
+    } else if (nread < 0) {
+      fail(nread == UV_EOF ? "closed the connection instead of answering the request for TLS"
+                           : uv_strerror(static_cast<int>(nread)),
+           nread == UV_ECONNRESET);
+    }
+    return;
+  }
   if (nread > 0 && chunked && handler_) {
     faults::Chunk chunk;
     chunk.buf = std::move(read_buf_);

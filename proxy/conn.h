@@ -71,6 +71,10 @@ class Conn {
   // TLS on this connection: as a client (to an https upstream) or as a server (terminating). Call before
   // reading or writing; the client handshake starts once connected.
   void use_tls_client(SSL_CTX* ctx, const std::string& sni_host, bool verify);
+  // TLS after an in-clear request the server must accept first (PostgreSQL's SSLRequest, answered 'S'):
+  // once connected, `request` goes out, and the one-byte answer `ok` starts the handshake; any other
+  // answer is an error ("refused TLS"). Writes wait meanwhile, and on_connected comes once TLS is set.
+  void use_tls_client_after(SSL_CTX* ctx, const std::string& sni_host, bool verify, std::string request, char ok);
   void use_tls_server(SSL_CTX* ctx);
 
   void set_handler(ConnHandler* handler) { handler_ = handler; }
@@ -138,6 +142,11 @@ class Conn {
   bool closing_ = false;
   bool above_high_ = false;
   bool tls_client_start_ = false;
+  // use_tls_client_after: what the handshake waits for.
+  struct StartTls;
+  std::unique_ptr<StartTls> starttls_;
+  void starttls_answer(std::string_view bytes);
+  void read_socket();
 };
 
 }  // namespace faultline::proxy

@@ -61,11 +61,15 @@ void MessageSession::ClientHandler::on_closed(Conn&) {
 
 void MessageSession::UpstreamHandler::on_connected(Conn& c) {
   if (&c != s->upstream_) return;
-  s->upstream_up_ = true;
+  // Over TLS the upstream counts as reached once it has said something: a failed handshake (a certificate
+  // that does not verify) is reported to the client like an unreachable upstream.
+  if (!s->proxy_.upstream_tls) s->upstream_up_ = true;
   s->guard([&] { s->update_reading(); });
 }
 void MessageSession::UpstreamHandler::on_data(Conn& c, std::string_view bytes) {
-  if (&c == s->upstream_) s->guard([&] { s->on_upstream_data(bytes); });
+  if (&c != s->upstream_) return;
+  s->upstream_up_ = true;
+  s->guard([&] { s->on_upstream_data(bytes); });
 }
 void MessageSession::UpstreamHandler::on_eof(Conn& c) {
   if (&c == s->upstream_) s->guard([&] { s->on_upstream_eof(); });
@@ -200,7 +204,10 @@ void MessageSession::ensure_upstream() {
   } else {
     upstream_up_ = false;
     upstream_ = Conn::connect(worker_, proxy_.upstream, &upstream_handler_, kConnectTimeoutMs);
-    if (proxy_.upstream_tls)
+    if (proxy_.upstream_tls && !traits_.tls_request.empty())
+      upstream_->use_tls_client_after(proxy_.upstream_tls.get(), proxy_.upstream.host, proxy_.spec->tls_verify,
+                                      traits_.tls_request, traits_.tls_ok);
+    else if (proxy_.upstream_tls)
       upstream_->use_tls_client(proxy_.upstream_tls.get(), proxy_.upstream.host, proxy_.spec->tls_verify);
   }
   upstream_closing_ = false;

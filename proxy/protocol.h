@@ -112,6 +112,10 @@ struct Traits {
   bool pooled_upstream = false;
   // upstream_timeout applies: no reply byte this long after a request is an upstream failure (http).
   bool reply_timeout = false;
+  // TLS to the upstream starts only once this in-clear request is answered with `tls_ok` (PostgreSQL's
+  // SSLRequest, answered 'S'); empty: the handshake starts at connect.
+  std::string tls_request;
+  char tls_ok = 0;
 };
 
 class Protocol {

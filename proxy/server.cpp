@@ -238,8 +238,10 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
       return 1;
     }
     for (int i = 0; i < threads; ++i) fds[static_cast<size_t>(i)].push_back(mine[static_cast<size_t>(i)]);
-    spdlog::info("proxy '{}' listening on {}{}, upstream {}{} ({}, {} toxic(s), {} rule(s))", spec.name, p->bound,
-                 p->listen_tls ? " (TLS)" : "", spec.upstream_tls ? "https://" : "", spec.upstream,
+    const bool url = spec.protocol == faults::Protocol::http && spec.upstream_tls;
+    spdlog::info("proxy '{}' listening on {}{}, upstream {}{}{} ({}, {} toxic(s), {} rule(s))", spec.name, p->bound,
+                 p->listen_tls ? " (TLS)" : "", url ? "https://" : "", spec.upstream,
+                 spec.upstream_tls && !url ? " (TLS)" : "",
                  faults::to_string(spec.protocol), spec.toxics.size(), spec.rules.size());
     rt.proxies.push_back(std::move(p));
   }

@@ -45,7 +45,12 @@ class HttpProtocol final : public Protocol {
   bool wait_for_replies() const override { return state_ != State::body && !tunnel_; }
   bool request_open() const override { return state_ == State::body; }
   bool tunnel() const override { return tunnel_; }
-  Traits traits() const override { return {.pooled_upstream = true, .reply_timeout = true}; }
+  Traits traits() const override {
+    Traits t;
+    t.pooled_upstream = true;
+    t.reply_timeout = true;
+    return t;
+  }
 
   ReplyUnit reply(std::string_view in, uint32_t head_tag) override;
   ReplyUnit reply_eof() override;

@@ -42,6 +42,14 @@ std::unique_ptr<Protocol> PgProtocol::make(const ProxyRuntime& proxy, uint64_t c
   return std::make_unique<PgProtocol>(connection, proxy.rules != nullptr);
 }
 
+Traits PgProtocol::traits() const {
+  Traits t;
+  for (uint32_t v : {8u, kSslRequestCode})
+    for (int shift = 24; shift >= 0; shift -= 8) t.tls_request.push_back(static_cast<char>((v >> shift) & 0xff));
+  t.tls_ok = 'S';
+  return t;
+}
+
 PgProtocol::Ending PgProtocol::ending_of(std::string_view sql) {
   size_t i = 0;
   const std::string first = next_word(sql, i);

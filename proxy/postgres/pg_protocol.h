@@ -43,6 +43,8 @@ class PgProtocol final : public Protocol {
   ReplyUnit reply(std::string_view in, uint32_t head_tag) override;
   FailureReply upstream_failure(Failure failure, const std::string& why) override;
   std::string goodbye() const override;
+  // With upstream_tls: an SSLRequest, answered 'S', before the handshake (as libpq does).
+  Traits traits() const override;
 
   // What a statement does to a transaction, from its first words.
   enum class Ending { none, ends, rollback_to };

@@ -362,6 +362,67 @@ class PostgresRulesTest(unittest.TestCase):
         conn.commit()
 
 
+class PostgresTlsUpstreamTest(unittest.TestCase):
+    """upstream_tls = true: faultline asks the server for TLS (SSLRequest, then a handshake that
+    verifies the server's certificate) while the client speaks in the clear to faultline."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = PostgresServer(ssl=True)
+        cls.addClassCleanup(cls.pg.stop)
+
+    def start(self, pg, extra_fields="", rules="", env=None):
+        scenario = (f'local pg = proxy {{ name = "pg", listen = "127.0.0.1:0", upstream = "127.0.0.1:{pg.port}", '
+                    f'protocol = "postgres", upstream_tls = true{extra_fields} }}\n' + rules)
+        fl = Faultline(scenario, env=env)
+        self.addCleanup(fl.close)
+        fl.start()
+        self.addCleanup(check_sanitizers, fl)
+        return fl
+
+    def connect(self, fl, pg):
+        conn = psycopg2.connect(pg.dsn(fl.addr("pg")), sslmode="disable", connect_timeout=10)
+        self.addCleanup(conn.close)
+        return conn
+
+    def test_queries_and_rules_work_over_a_verified_tls_upstream(self):
+        fl = self.start(self.pg, rules='pg:rule { name = "boom", match = { query = prefix "SELECT \'boom\'" }, '
+                                       'action = postgres.error { sqlstate = "40001", message = "injected" } }\n',
+                        env={"FAULTLINE_UPSTREAM_CA": self.pg.ssl_cert})
+        conn = self.connect(fl, self.pg)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            ssl_used, version = cur.fetchone()
+            self.assertTrue(ssl_used, "the server saw a connection in the clear")
+            self.assertTrue(version.startswith("TLS"), version)
+            with self.assertRaises(psycopg2.errors.SerializationFailure):
+                cur.execute("SELECT 'boom'")
+            cur.execute("SELECT 40 + 2")
+            self.assertEqual(cur.fetchone(), (42,))
+
+    def test_an_unverified_certificate_is_refused_unless_tls_verify_is_false(self):
+        fl = self.start(self.pg)  # the server's self-signed certificate is in no trust store
+        with self.assertRaises(psycopg2.OperationalError) as caught:
+            self.connect(fl, self.pg)
+        # FATAL 08006 from faultline (psycopg2 gives no code for a failed connect: the text says it)
+        self.assertIn("FATAL:  faultline: upstream", str(caught.exception))
+        self.assertIn("certificate verify failed", str(caught.exception))
+        fl2 = self.start(self.pg, extra_fields=", tls_verify = false")
+        with self.connect(fl2, self.pg).cursor() as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            self.assertEqual(cur.fetchone(), (True,))
+
+    def test_a_server_without_tls_is_reported_to_the_client_as_refusing_it(self):
+        plain = PostgresServer()
+        self.addCleanup(plain.stop)
+        fl = self.start(plain, env={"FAULTLINE_UPSTREAM_CA": self.pg.ssl_cert})
+        with self.assertRaises(psycopg2.OperationalError) as caught:
+            self.connect(fl, plain)
+        self.assertIn("FATAL:  faultline: upstream", str(caught.exception))
+        self.assertIn("refused TLS", str(caught.exception))
+
+
 class PostgresDeterminismTest(unittest.TestCase):
     """SPEC §3 with key = "user": each user's faults depend only on the seed, however clients race."""
 

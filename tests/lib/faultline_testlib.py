@@ -612,9 +612,10 @@ class PostgresServer(_RealServer):
     """A throwaway PostgreSQL cluster on 127.0.0.1 on a free port, trust auth, superuser
     'postgres'. As root, initdb and postgres run as the postgres user (runuser)."""
 
-    def __init__(self, start_timeout=30.0):
+    def __init__(self, start_timeout=30.0, ssl=False):
         self.bindir = postgres_bindir()
         self.tmpdir = tempfile.mkdtemp(prefix="faultline-pg-")
+        self.ssl_cert = None
         self.datadir = os.path.join(self.tmpdir, "data")
         self.logfile = os.path.join(self.tmpdir, "postgres.log")
         self.port = None
@@ -627,10 +628,11 @@ class PostgresServer(_RealServer):
         try:
             self._run("initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
                       "--no-sync", "-E", "UTF8", "--locale=C", timeout=120)
+            ssl_opts = self._make_ssl_files() if ssl else ""
             for _ in range(5):
                 port = free_port()
                 opts = (f"-p {port} -k {self.tmpdir} -c listen_addresses=127.0.0.1 "
-                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" + ssl_opts)
                 started = self._run("pg_ctl", "-D", self.datadir, "-l", self.logfile, "-o", opts,
                                     "-w", "-t", str(int(start_timeout)), "start",
                                     check=False, timeout=start_timeout + 10)
@@ -642,6 +644,24 @@ class PostgresServer(_RealServer):
         except BaseException:
             self.stop()
             raise
+
+    def _make_ssl_files(self):
+        """ssl = on with a self-signed certificate for localhost and 127.0.0.1, minted now in the
+        cluster's temp dir (never committed); its .pem is the CA a client trusts (self.ssl_cert)."""
+        cert = os.path.join(self.tmpdir, "server.pem")
+        key = os.path.join(self.tmpdir, "server.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=30)
+        os.chmod(key, 0o600)
+        if self._as_user:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            for f in (cert, key):
+                os.chown(f, pw.pw_uid, pw.pw_gid)
+        self.ssl_cert = cert
+        return f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
 
     def _run(self, tool, *args, check=True, timeout=60):
         cmd = [*self._as_user, os.path.join(self.bindir, tool), *args]

@@ -261,7 +261,14 @@ TEST_CASE("errors name the file and line of the mistake") {
   SECTION("tls_verify only with an https upstream") {
     require_line3_error(
         "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'http://h:1', protocol = 'http', tls_verify = false }",
-        {"tls_verify applies to an https:// upstream only"});
+        {"tls_verify applies to a TLS upstream only (https://, or upstream_tls = true)"});
+  }
+  SECTION("upstream_tls only on postgres proxies") {
+    require_line3_error(
+        "proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'http', upstream_tls = true }",
+        {"upstream_tls applies to postgres proxies; an http proxy takes an https:// upstream"});
+    require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'redis', upstream_tls = true }",
+                        {"upstream_tls applies to protocol = \"postgres\" proxies"});
   }
   SECTION("tls must be auto or a cert and key") {
     require_line3_error("proxy { name = 'q', listen = '127.0.0.1:0', upstream = 'h:1', protocol = 'http', tls = 'yes' }",
@@ -482,4 +489,19 @@ TEST_CASE("a scenario file is read from disk and a missing one is a clear error"
   REQUIRE_FALSE(missing.scenario.has_value());
   CHECK(missing.error.find("/nonexistent/scenario.lua") == 0);
   CHECK(missing.error.find("No such file") != std::string::npos);
+}
+
+TEST_CASE("upstream_tls = true makes a postgres proxy speak TLS to its server, tls_verify may opt out") {
+  const Scenario s = load_ok(R"(
+proxy { name = "pg", listen = "127.0.0.1:0", upstream = "db:5432", protocol = "postgres", upstream_tls = true }
+proxy { name = "pg2", listen = "127.0.0.1:0", upstream = "db:5432", protocol = "postgres", upstream_tls = true,
+        tls_verify = false }
+proxy { name = "pg3", listen = "127.0.0.1:0", upstream = "db:5432", protocol = "postgres" }
+)");
+  REQUIRE(s.proxies.size() == 3);
+  CHECK(s.proxies[0].upstream_tls);
+  CHECK(s.proxies[0].tls_verify);
+  CHECK(s.proxies[1].upstream_tls);
+  CHECK_FALSE(s.proxies[1].tls_verify);
+  CHECK_FALSE(s.proxies[2].upstream_tls);
 }
