@@ -2,6 +2,7 @@
 // every line is validated and errors name the line.
 #include "faults/replay.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -62,11 +63,11 @@ std::optional<ReplaySet> ReplaySet::parse(const std::string& text, const std::st
     if (j.contains("toxic")) {
       if (!get_string(j, "proxy", &proxy)) return fail("toxic line without \"proxy\"");
       if (!get_string(j, "toxic", &name)) return fail("\"toxic\" must be a string");
-      set.toxics_[{proxy, name, ordinal}] = false;
+      set.toxics_[{proxy, name, ordinal}] = Recorded{false, lineno, line};
     } else if (j.contains("rule")) {
       if (!get_string(j, "rule", &name)) return fail("\"rule\" must be a string");
       if (j.contains("key") && !get_string(j, "key", &key)) return fail("\"key\" must be a string");
-      set.rules_[{name, key, ordinal}] = false;
+      set.rules_[{name, key, ordinal}] = Recorded{false, lineno, line};
     } else {
       return fail("neither \"rule\" nor \"toxic\": not a journal line");
     }
@@ -78,7 +79,7 @@ bool ReplaySet::toxic_fires(const std::string& proxy, const std::string& toxic, 
   std::lock_guard lock(mu_);
   auto it = toxics_.find({proxy, toxic, ordinal});
   if (it == toxics_.end()) return false;
-  it->second = true;
+  it->second.reached = true;
   return true;
 }
 
@@ -86,23 +87,39 @@ bool ReplaySet::rule_fires(const std::string& rule, const std::string& key, uint
   std::lock_guard lock(mu_);
   auto it = rules_.find({rule, key, ordinal});
   if (it == rules_.end()) return false;
-  it->second = true;
+  it->second.reached = true;
   return true;
 }
 
 std::vector<std::string> ReplaySet::unmet() const {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
-  for (const auto& [pos, reached] : toxics_) {
-    if (reached) continue;
+  for (const auto& [pos, rec] : toxics_) {
+    if (rec.reached) continue;
     out.push_back("toxic '" + std::get<1>(pos) + "' of proxy '" + std::get<0>(pos) + "' on connection " +
                   std::to_string(std::get<2>(pos)));
   }
-  for (const auto& [pos, reached] : rules_) {
-    if (reached) continue;
+  for (const auto& [pos, rec] : rules_) {
+    if (rec.reached) continue;
     std::string s = "rule '" + std::get<0>(pos) + "' at match " + std::to_string(std::get<2>(pos));
     if (!std::get<1>(pos).empty()) s += " of key '" + std::get<1>(pos) + "'";
     out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<std::string> ReplaySet::unmet_lines() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<int, std::string>> found;
+  for (const auto& [pos, rec] : toxics_)
+    if (!rec.reached) found.emplace_back(rec.line_no, rec.line);
+  for (const auto& [pos, rec] : rules_)
+    if (!rec.reached) found.emplace_back(rec.line_no, rec.line);
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [no, line] : found) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    out.push_back(std::move(line));
   }
   return out;
 }

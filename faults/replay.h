@@ -30,14 +30,21 @@ class ReplaySet {
 
   // Recorded positions never reached, described for the report ("toxic 'x' of proxy 'p' on connection 4").
   std::vector<std::string> unmet() const;
+  // The same as the journal lines that recorded them, in the journal's order.
+  std::vector<std::string> unmet_lines() const;
   size_t size() const noexcept { return toxics_.size() + rules_.size(); }
 
  private:
   using ToxicPos = std::tuple<std::string, std::string, uint64_t>;
   using RulePos = std::tuple<std::string, std::string, uint64_t>;
+  struct Recorded {
+    bool reached = false;
+    int line_no = 0;
+    std::string line;  // as the journal has it
+  };
   mutable std::mutex mu_;
-  std::map<ToxicPos, bool> toxics_;  // position -> reached
-  std::map<RulePos, bool> rules_;
+  std::map<ToxicPos, Recorded> toxics_;
+  std::map<RulePos, Recorded> rules_;
 };
 
 }  // namespace faultline::faults

@@ -4,6 +4,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -29,7 +30,9 @@ struct Options {
   std::string replay;
   std::string log_level = "info";
   std::string log_format = "text";
+  std::string report_json;
   int threads = 1;
+  std::vector<std::string> command;  // run: CMD [ARGS...]
 };
 
 // "--seed N" or "--seed random"; nullopt when not given.
@@ -127,14 +130,18 @@ int main(int argc, char** argv) {
     a->add_option("--log-level", o.log_level, "trace, debug, info, warn, error");
     a->add_option("--log-format", o.log_format, "text or json");
     a->add_option("--threads", o.threads, "event-loop worker threads")->check(CLI::Range(1, 64));
+    a->add_option("--report-json", o.report_json, "write the run report as JSON to FILE at exit");
   };
   app.add_option("scenario", o.scenario, "scenario file (Lua) to run until SIGINT/SIGTERM");
   add_run_options(&app);
   auto* check = app.add_subcommand("check", "load and validate a scenario; print what would run");
   check->add_option("scenario", o.scenario, "scenario file")->required();
   check->add_option("--seed", o.seed, "seed to validate with");
-  auto* run = app.add_subcommand("run", "run CMD against the scenario's proxies (not available yet)");
-  run->allow_extras();
+  auto* run = app.add_subcommand("run", "start the proxies, run CMD with their addresses in its environment, "
+                                       "stop, print the report; exit with CMD's code (3: expectations not met)");
+  run->add_option("scenario", o.scenario, "scenario file")->required();
+  run->add_option("command", o.command, "-- CMD [ARGS...]: the command to run")->required();
+  add_run_options(run);
   auto* ca = app.add_subcommand("ca", "local certificate authority for TLS listeners");
   ca->require_subcommand(1);
   CaOptions ca_opts;
@@ -153,10 +160,6 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (ca_init->parsed()) return ca_init_main(ca_opts);
-  if (run->parsed()) {
-    std::fprintf(stderr, "faultline: 'run' is not available in this build yet (see README, Status)\n");
-    return kExitUsage;
-  }
   if (o.scenario.empty()) {
     std::fprintf(stderr, "faultline: no scenario file given\nRun 'faultline --help' for usage.\n");
     return kExitUsage;
@@ -197,6 +200,8 @@ int main(int argc, char** argv) {
   so.journal_path = o.journal;
   so.replay_path = o.replay;
   so.hooks = loaded.hooks;
+  so.command = o.command;
+  so.report_json = o.report_json;
   spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario, loaded.scenario->seed);
   return faultline::proxy::run_server(std::move(*loaded.scenario), so);
 }

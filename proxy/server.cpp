@@ -8,14 +8,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "proxy/ca.h"
+#include "proxy/report.h"
 #include "proxy/runtime.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
@@ -83,38 +87,42 @@ bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::stri
   return true;
 }
 
-void report(Runtime& rt) {
+// The report at shutdown (SPEC §4.2): to the log, and as JSON when asked.
+RunReport finish_report(const Runtime& rt, const std::string& json_path, bool to_log) {
+  RunReport report = make_report(rt);
+  if (to_log)
+    for (const auto& line : report.lines()) {
+      if (line.bad)
+        spdlog::warn("{}", line.text);
+      else
+        spdlog::info("{}", line.text);
+    }
+  if (!json_path.empty()) {
+    std::ofstream out(json_path, std::ios::binary | std::ios::trunc);
+    out << report.to_json().dump() << "\n";
+    if (!out) spdlog::error("--report-json {}: cannot write the report: {}", json_path, std::strerror(errno));
+  }
+  return report;
+}
+
+// FAULTLINE_<NAME>_ADDR and _URL for `run` (SPEC §1): the name upper-cased, '-' as '_'.
+std::vector<std::string> run_environment(const Runtime& rt) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
   for (const auto& p : rt.proxies) {
-    if (!p->rules) continue;
-    for (size_t i = 0; i < p->spec->rules.size(); ++i) {
-      const auto stats = p->rules->stats(i);
-      spdlog::info("rule '{}' (proxy '{}'): matched {}, fired {}", p->spec->rules[i].name, p->spec->name,
-                   stats.matched, stats.fired);
+    std::string name;
+    for (char c : p->spec->name) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const char* scheme = "tcp";
+    switch (p->spec->protocol) {
+      case faults::Protocol::http: scheme = p->listen_tls ? "https" : "http"; break;
+      case faults::Protocol::redis: scheme = "redis"; break;
+      case faults::Protocol::postgres: scheme = "postgres"; break;
+      case faults::Protocol::tcp: break;
     }
+    env.push_back("FAULTLINE_" + name + "_ADDR=" + p->bound);
+    env.push_back("FAULTLINE_" + name + "_URL=" + std::string(scheme) + "://" + p->bound);
   }
-  for (const auto& ex : rt.scenario.expects) {
-    uint64_t fired = 0;
-    for (const auto& p : rt.proxies) {
-      if (ex.target == faults::ExpectSpec::Target::toxic) {
-        for (const auto& t : p->toxics)
-          if (t->spec->name == ex.name) fired += t->fired.load();
-      } else if (p->rules) {
-        fired += p->rules->stats(ex.name).fired;
-      }
-    }
-    bool met = ex.kind == faults::ExpectSpec::Kind::exactly    ? fired == ex.count
-               : ex.kind == faults::ExpectSpec::Kind::at_least ? fired >= ex.count
-                                                               : fired <= ex.count;
-    const char* op = ex.kind == faults::ExpectSpec::Kind::exactly    ? "fired"
-                     : ex.kind == faults::ExpectSpec::Kind::at_least ? "fired_at_least"
-                                                                     : "fired_at_most";
-    if (met)
-      spdlog::info("expectation met: '{}' {} = {} (fired {}) at {}", ex.name, op, ex.count, fired, ex.where);
-    else
-      spdlog::warn("expectation NOT met: '{}' {} = {} but fired {} at {}", ex.name, op, ex.count, fired, ex.where);
-  }
-  if (rt.replay)
-    for (const auto& pos : rt.replay->unmet()) spdlog::warn("replay: recorded {} never came", pos);
+  return env;
 }
 
 // Does any rule of the proxy read request bodies (json matchers, or Lua functions that may)?
@@ -251,27 +259,46 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   for (int i = 0; i < threads; ++i)
     workers.push_back(std::make_unique<Worker>(rt, i, std::move(fds[static_cast<size_t>(i)])));
 
-  // Worker 0 runs on this thread and also takes the signals and flushes the journal.
+  // Worker 0 runs on this thread and also takes the signals, flushes the journal and (run) watches CMD.
   uv_signal_t sigint, sigterm;
   uv_timer_t flush_timer;
   // The first signal starts a graceful stop; a second one closes every connection at once. Either
-  // way the journal is flushed and the report printed.
+  // way the journal is flushed and the report printed. With a command running (`run`), a signal goes to
+  // it instead, and the proxies stop once it has exited.
+  struct Child {
+    uv_process_t process;
+    bool running = false;
+    int exit_code = 0;
+    std::string spawn_error;
+  } child;
   int signals_seen = 0;
-  auto stop_all = [&workers, &signals_seen]() {
+  std::function<bool()> stop_all = [&workers, &signals_seen]() {
     const bool force = ++signals_seen > 1;
     for (auto& w : workers) w->request_stop(force);
     return force;
   };
+  struct SignalContext {
+    std::function<bool()>* stop_all;
+    Child* child;
+  } signal_ctx{&stop_all, &child};
+  const bool run_mode = !options.command.empty();
+  std::vector<std::string> env_strings = run_mode ? run_environment(rt) : std::vector<std::string>{};
   workers[0]->on_loop_start([&](uv_loop_t* loop) {
     for (uv_signal_t* sig : {&sigint, &sigterm}) {
       uv_signal_init(loop, sig);
-      sig->data = &stop_all;
+      sig->data = &signal_ctx;
     }
     auto on_signal = [](uv_signal_t* sig, int signum) {
-      const bool forced = (*static_cast<decltype(stop_all)*>(sig->data))();
-      spdlog::info(
-          "{} received, {}", signum == SIGINT ? "SIGINT" : "SIGTERM",
-          forced ? "closing every connection now" : "shutting down (signal again to close connections at once)");
+      auto* ctx = static_cast<SignalContext*>(sig->data);
+      const char* name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+      if (ctx->child->running) {
+        spdlog::info("{} received, passing it to the command", name);
+        uv_process_kill(&ctx->child->process, signum);
+        return;
+      }
+      const bool forced = (*ctx->stop_all)();
+      spdlog::info("{} received, {}", name,
+                   forced ? "closing every connection now" : "shutting down (signal again to close connections at once)");
     };
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
@@ -281,6 +308,44 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
         &flush_timer, [](uv_timer_t* t) { static_cast<Runtime*>(t->data)->journal.flush(); }, 200, 200);
     spdlog::info("faultline ready: seed {}, {} proxy(ies), {} worker thread(s)", rt.scenario.seed, rt.proxies.size(),
                  workers.size());
+    if (!run_mode) return;
+    // CMD with the proxies' addresses in its environment; stdin, stdout and stderr are ours.
+    std::vector<char*> args, env;
+    for (const auto& a : options.command) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (auto& e : env_strings) env.push_back(e.data());
+    env.push_back(nullptr);
+    uv_stdio_container_t stdio[3];
+    for (int fd = 0; fd < 3; ++fd) {
+      stdio[fd].flags = UV_INHERIT_FD;
+      stdio[fd].data.fd = fd;
+    }
+    uv_process_options_t po{};
+    po.file = args[0];
+    po.args = args.data();
+    po.env = env.data();
+    po.stdio = stdio;
+    po.stdio_count = 3;
+    po.exit_cb = [](uv_process_t* p, int64_t status, int term_signal) {
+      auto* c = static_cast<SignalContext*>(p->data);
+      c->child->running = false;
+      c->child->exit_code = term_signal ? 128 + term_signal : static_cast<int>(status);
+      spdlog::info("command exited with {}{}", c->child->exit_code,
+                   term_signal ? " (signal " + std::to_string(term_signal) + ")" : std::string());
+      uv_close(reinterpret_cast<uv_handle_t*>(p), nullptr);
+      (*c->stop_all)();
+    };
+    child.process.data = &signal_ctx;
+    if (int rc = uv_spawn(loop, &child.process, &po); rc != 0) {
+      child.spawn_error = std::string("cannot run '") + options.command[0] + "': " + uv_strerror(rc);
+      child.exit_code = rc == UV_ENOENT || rc == UV_EACCES ? (rc == UV_ENOENT ? 127 : 126) : 1;
+      spdlog::error("{}", child.spawn_error);
+      uv_close(reinterpret_cast<uv_handle_t*>(&child.process), nullptr);
+      stop_all();
+      return;
+    }
+    child.running = true;
+    spdlog::info("running {} (pid {})", options.command[0], child.process.pid);
   });
   workers[0]->on_loop_stop([&]() {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
@@ -297,9 +362,19 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   bool clean = workers[0]->run();
   for (auto& t : pool) t.join();
   rt.journal.flush();
-  report(rt);
+  const RunReport report = finish_report(rt, options.report_json, !run_mode);
   spdlog::info("faultline stopped");
-  return clean ? 0 : 1;
+  if (!run_mode) return clean ? 0 : 1;
+  // `run`: the report on stderr, after CMD's own output; CMD's exit code, or 3 when it succeeded but an
+  // expectation or a replayed fault failed.
+  std::fflush(stdout);
+  std::fprintf(stderr, "\nfaultline run report\n");
+  for (const auto& line : report.lines()) std::fprintf(stderr, "  %s%s\n", line.bad ? "FAIL " : "", line.text.c_str());
+  if (child.exit_code == 0 && !report.ok()) {
+    std::fprintf(stderr, "faultline run: the command succeeded, but the scenario's expectations did not: exit 3\n");
+    return 3;
+  }
+  return child.exit_code;
 }
 
 }  // namespace faultline::proxy

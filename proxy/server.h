@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "faults/scenario.h"
 
@@ -13,9 +14,13 @@ struct ServerOptions {
   std::string journal_path;  // empty: journal kept in memory only
   std::string replay_path;   // empty: no replay
   std::shared_ptr<faults::ScriptHooks> hooks;  // the scenario's Lua functions, if it has any
+  std::vector<std::string> command;  // `run`: CMD and its arguments, run once the proxies listen
+  std::string report_json;           // write the run report (SPEC §4.2) here at exit
 };
 
-// Returns the process exit code (SPEC §1): 0 clean shutdown, 1 runtime failure, 2 usage error.
+// Returns the process exit code (SPEC §1): 0 clean shutdown, 1 runtime failure, 2 usage error; with a
+// command, its exit code (128 + N when signal N ended it; 127 when it could not be found), or 3 when it
+// succeeded but an expectation was not met or a replayed fault never came.
 int run_server(faults::Scenario scenario, const ServerOptions& options);
 
 }  // namespace faultline::proxy

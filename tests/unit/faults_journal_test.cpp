@@ -70,8 +70,12 @@ TEST_CASE("a replay set answers exactly the recorded positions and reports the u
   auto unmet = set->unmet();
   REQUIRE(unmet.size() == 1);
   CHECK(unmet[0] == "rule 'throttle' at match 2 of key 't1'");
+  const auto lines = set->unmet_lines();  // for the run report: the journal's own line
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0] == R"({"seq":2,"t_ms":2.0,"proxy":"api","conn":3,"rule":"throttle","key":"t1","match":2})");
   CHECK(set->rule_fires("throttle", "t1", 2));
   CHECK(set->unmet().empty());
+  CHECK(set->unmet_lines().empty());
 }
 
 TEST_CASE("a broken journal names the file and line") {
