@@ -57,6 +57,7 @@ std::optional<ReplaySet> ReplaySet::parse(const std::string& text, const std::st
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
+    if (j.contains("expired")) continue;  // a ttl that ran out: not a fault position
     uint64_t ordinal = 0;
     if (!get_ordinal(j, &ordinal)) return fail("missing or invalid \"match\" (a positive integer)");
     std::string proxy, name, key;

@@ -93,6 +93,7 @@ struct RuleSpec {
   KeySpec key;
   std::optional<ActionSpec> action;  // a fixed action
   int action_function_ref = -1;      // or a Lua function(msg, ctx) returning an action or nil
+  std::optional<double> ttl_s;       // switches itself off this long after the scenario started (or it was enabled)
   std::string where;                 // "file:line"
 };
 

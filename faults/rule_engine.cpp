@@ -19,6 +19,7 @@ RuleEngine::RuleEngine(const std::vector<RuleSpec>& rules, RuleEngineOptions opt
   states_.reserve(rules_.size());
   for (size_t i = 0; i < rules_.size(); ++i) {
     states_.push_back(std::make_unique<RuleState>());
+    if (rules_[i].ttl_s) states_.back()->expires_s.store(*rules_[i].ttl_s);
     index_by_name_.emplace(rules_[i].name, i);  // names are unique; the first wins if not
   }
 }
@@ -28,6 +29,8 @@ std::optional<RuleEngine::Fired> RuleEngine::evaluate(const Message& msg, uint64
   for (size_t i = 0; i < rules_.size(); ++i) {
     const RuleSpec& rule = rules_[i];
     if (!states_[i]->enabled.load(std::memory_order_relaxed)) continue;
+    // Its ttl is over (under replay, like `during`, not consulted: the journal says where to fire).
+    if (!options_.replay && now_s >= states_[i]->expires_s.load(std::memory_order_relaxed)) continue;
     if (!conditions_hold(rule, msg)) continue;
     // Script calls happen outside the lock: a slow Lua function must not stall other workers' counting.
     std::optional<std::string> key = key_value(rule, msg, &warnings);
@@ -215,11 +218,36 @@ RuleEngine::Stats RuleEngine::stats(std::string_view rule_name) const {
   return it == index_by_name_.end() ? Stats{} : stats(it->second);
 }
 
-bool RuleEngine::set_enabled(std::string_view rule_name, bool enabled) {
+bool RuleEngine::set_enabled(std::string_view rule_name, bool enabled, double now_s) {
   auto it = index_by_name_.find(rule_name);
   if (it == index_by_name_.end()) return false;
-  states_[it->second]->enabled.store(enabled, std::memory_order_relaxed);
+  RuleState& st = *states_[it->second];
+  const RuleSpec& rule = rules_[it->second];
+  if (enabled && rule.ttl_s && now_s >= 0.0) {
+    st.expires_s.store(now_s + *rule.ttl_s);
+    st.expiry_reported.store(false);
+  }
+  st.enabled.store(enabled, std::memory_order_relaxed);
   return true;
+}
+
+std::vector<std::string> RuleEngine::expire_due(double now_s) {
+  std::vector<std::string> out;
+  if (options_.replay) return out;
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    RuleState& st = *states_[i];
+    if (now_s < st.expires_s.load() || st.expiry_reported.exchange(true)) continue;
+    st.enabled.store(false, std::memory_order_relaxed);
+    if (options_.journal) {
+      Journal::Entry e;
+      e["proxy"] = options_.proxy;
+      e["rule"] = rules_[i].name;
+      e["expired"] = true;
+      options_.journal->record(e);
+    }
+    out.push_back(rules_[i].name);
+  }
+  return out;
 }
 
 bool RuleEngine::enabled(std::string_view rule_name) const {

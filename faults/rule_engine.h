@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,8 +63,13 @@ class RuleEngine {
   };
   Stats stats(size_t rule_index) const;           // per rule, declaration order; zeros when out of range
   Stats stats(std::string_view rule_name) const;  // zeros for an unknown name
-  // For the control API. False when no rule has that name.
-  bool set_enabled(std::string_view rule_name, bool enabled);
+  // For the control API. False when no rule has that name. Enabling a rule with a ttl at `now_s` (seconds
+  // since the scenario started) starts its ttl again from then.
+  bool set_enabled(std::string_view rule_name, bool enabled, double now_s = -1.0);
+  // Rules whose ttl is over at now_s and that were not reported yet: each is switched off, journaled
+  // ({"proxy":P,"rule":NAME,"expired":true}) and its name returned, once. (evaluate() already skips a rule
+  // whose ttl is over; this makes it known when no message comes.)
+  std::vector<std::string> expire_due(double now_s);
   bool enabled(std::string_view rule_name) const;  // false for an unknown name
 
   size_t rule_count() const noexcept { return rules_.size(); }
@@ -76,6 +82,8 @@ class RuleEngine {
   };
   struct RuleState {
     std::atomic<bool> enabled{true};
+    std::atomic<double> expires_s{std::numeric_limits<double>::infinity()};  // ttl: off from then on
+    std::atomic<bool> expiry_reported{false};
     KeyCounts shared;  // key value ""
     std::unordered_map<std::string, KeyCounts> keyed;
     bool table_full_logged = false;

@@ -25,6 +25,7 @@ struct ToxicSpec {
   Stream stream = Stream::downstream;
   double toxicity = 1.0;
   std::map<std::string, int64_t> attributes;  // every attribute of the type, defaults filled in
+  std::optional<double> ttl_s;                // takes effect on no connection accepted this long after start
   std::string where;                          // "file:line" of the declaration
 
   int64_t attr(const std::string& key) const {

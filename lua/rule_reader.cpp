@@ -19,8 +19,9 @@ namespace {
 
 using faults::Protocol;
 
-const std::vector<std::string> kRuleFields = {"action", "after", "during", "every",       "first", "key",
-                                              "match",  "name",  "nth",    "probability", "times"};
+const std::vector<std::string> kRuleFields = {"action", "after", "during", "every", "first",
+                                              "key",    "match", "name",   "nth",   "probability",
+                                              "times",  "ttl"};
 const std::vector<std::string> kScheduleFields = {"first", "nth", "after", "every"};
 
 // Which protocols a match field belongs to (SPEC §2.1); empty = every protocol.
@@ -79,6 +80,10 @@ class RuleReader {
     fields_.reject_unknown(kRuleFields);
     if (fields_.has("match")) rule.match = read_match();
     rule.schedule = read_schedule();
+    if (const auto ttl = fields_.number("ttl")) {
+      if (!(*ttl > 0.0 && *ttl < 1e9)) fail("ttl must be a positive number of seconds, got " + number_text(*ttl));
+      rule.ttl_s = *ttl;
+    }
     if (fields_.has("key")) rule.key = read_key();
     read_action(rule);
     return rule;

@@ -24,7 +24,7 @@ struct ProxyRef {
 
 const std::vector<std::string> kProxyFields = {"listen",   "name",         "protocol",        "tls",
                                                "tls_verify", "upstream", "upstream_timeout", "upstream_tls"};
-const std::vector<std::string> kToxicFields = {"attributes", "name", "stream", "toxicity", "type"};
+const std::vector<std::string> kToxicFields = {"attributes", "name", "stream", "toxicity", "ttl", "type"};
 const std::vector<std::string> kExpectFields = {"fired", "fired_at_least", "fired_at_most", "rule", "toxic"};
 const std::vector<std::pair<const char*, faults::ExpectSpec::Kind>> kExpectCounts = {
     {"fired", faults::ExpectSpec::Kind::exactly},
@@ -270,6 +270,10 @@ faults::ToxicSpec read_toxic(lua_State* L, TableFields& fields) {
     if (!(*toxicity >= 0.0 && *toxicity <= 1.0))
       fields.fail("toxicity must be a number between 0 and 1, got " + format_number(*toxicity));
     spec.toxicity = *toxicity;
+  }
+  if (const auto ttl = fields.number("ttl")) {
+    if (!(*ttl > 0.0 && *ttl < 1e9)) fields.fail("ttl must be a positive number of seconds, got " + format_number(*ttl));
+    spec.ttl_s = *ttl;
   }
   spec.name = name ? *name : spec.type + "_" + faults::to_string(spec.stream);
   spec.attributes = complete_attributes(fields, type, read_attributes(L, fields, type));

@@ -24,6 +24,7 @@ namespace faultline::proxy {
 struct ToxicRuntime {
   const faults::ToxicSpec* spec = nullptr;
   std::atomic<uint64_t> fired{0};  // connections it took effect on
+  std::atomic<bool> expiry_reported{false};  // its ttl ran out and the log and journal said so
 };
 
 struct ProxyRuntime {

@@ -22,6 +22,7 @@
 #include "proxy/report.h"
 #include "proxy/runtime.h"
 #include "proxy/tls.h"
+#include "proxy/toxic_decision.h"
 #include "proxy/worker.h"
 
 namespace faultline::proxy {
@@ -305,7 +306,13 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     uv_timer_init(loop, &flush_timer);
     flush_timer.data = &rt;
     uv_timer_start(
-        &flush_timer, [](uv_timer_t* t) { static_cast<Runtime*>(t->data)->journal.flush(); }, 200, 200);
+        &flush_timer,
+        [](uv_timer_t* t) {
+          auto* runtime = static_cast<Runtime*>(t->data);
+          expire_ttls(*runtime);
+          runtime->journal.flush();
+        },
+        100, 100);
     spdlog::info("faultline ready: seed {}, {} proxy(ies), {} worker thread(s)", rt.scenario.seed, rt.proxies.size(),
                  workers.size());
     if (!run_mode) return;

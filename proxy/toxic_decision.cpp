@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <spdlog/spdlog.h>
+#include <uv.h>
 
 #include "faults/decider.h"
 
@@ -12,8 +13,10 @@ namespace faultline::proxy {
 ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
                            const std::string& tag) {
   ActiveToxics out;
+  const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
   for (auto& tr : proxy.toxics) {
     const faults::ToxicSpec& spec = *tr->spec;
+    if (!rt.replay && spec.ttl_s && now_s >= *spec.ttl_s) continue;  // switched itself off (replay: not consulted)
     bool active;
     if (rt.replay) {
       active = rt.replay->toxic_fires(proxy.spec->name, spec.name, ordinal);
@@ -35,6 +38,26 @@ ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, u
     (spec.stream == faults::Stream::upstream ? out.upstream : out.downstream).push_back(&spec);
   }
   return out;
+}
+
+void expire_ttls(Runtime& rt) {
+  const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
+  for (auto& p : rt.proxies) {
+    if (p->rules)
+      for (const std::string& name : p->rules->expire_due(now_s))
+        spdlog::info("rule '{}' (proxy '{}'): its ttl is over, switched off", name, p->spec->name);
+    for (auto& tr : p->toxics) {
+      const faults::ToxicSpec& spec = *tr->spec;
+      if (rt.replay || !spec.ttl_s || now_s < *spec.ttl_s || tr->expiry_reported.exchange(true)) continue;
+      faults::Journal::Entry e;
+      e["proxy"] = p->spec->name;
+      e["toxic"] = spec.name;
+      e["expired"] = true;
+      rt.journal.record(e);
+      spdlog::info("toxic '{}' (proxy '{}'): its ttl of {} s is over, switched off for new connections", spec.name,
+                   p->spec->name, *spec.ttl_s);
+    }
+  }
 }
 
 int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired) {

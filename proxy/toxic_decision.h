@@ -20,6 +20,10 @@ struct ActiveToxics {
 // (the same on every run of the seed).
 int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired);
 
+// Rules and toxics whose ttl is over are switched off (they already act so) and say so in the log and the
+// journal, once each; called periodically.
+void expire_ttls(Runtime& rt);
+
 ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
                            const std::string& tag);
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 import unittest
 
 from faultline_testlib import (EchoServer, Faultline, FaultlineError, connect, echo_round_trip,
@@ -170,3 +171,53 @@ class JournalTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class TtlTest(unittest.TestCase):
+    """ttl = seconds (SPEC §2.2): a rule or toxic switches itself off, says so in the log and the
+    journal, and a journal with those lines still replays."""
+
+    def test_a_rule_and_a_toxic_switch_themselves_off_after_their_ttl(self):
+        from faultline_testlib import curl, http_proxy, started_faultline, wait_until
+        from http_upstream import HttpUpstream
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        echo = EchoServer()
+        self.addCleanup(echo.close)
+        scenario = (http_proxy("web", up.port)
+                    + 'web:rule { name = "brief", ttl = 0.5, action = http.respond(418, {}) }\n'
+                    + tcp_proxy("p", echo.port)
+                    + 'p:toxic { type = "latency", latency = 1, ttl = 0.5 }\n')
+        fl = started_faultline(self, scenario, "--journal", "{tmp}/journal.jsonl")
+        base = "http://%s:%d" % fl.addr("web")
+        self.assertEqual(curl(base + "/echo/a").status, 418)
+        with connect(fl.addr("p")) as c:
+            echo_round_trip(c)
+        expired = []
+
+        def both_expired():
+            expired[:] = [l for l in read_journal(fl.path("journal.jsonl")) if l.get("expired")]
+            return len(expired) == 2
+        wait_until(both_expired, timeout=5, message="both ttls to run out in the journal")
+        self.assertEqual(sorted((l["proxy"], l.get("rule") or l.get("toxic")) for l in expired),
+                         [("p", "latency_downstream"), ("web", "brief")])
+        self.assertEqual(curl(base + "/echo/b").status, 200)
+        with connect(fl.addr("p")) as c:
+            echo_round_trip(c)
+        self.assertEqual(fl.stop(), 0)
+        log = fl.stderr_text()
+        self.assertIn("rule 'brief' (proxy 'web'): its ttl is over, switched off", log)
+        self.assertIn("toxic 'latency_downstream' (proxy 'p'): its ttl of 0.5 s is over", log)
+        lines = read_journal(fl.path("journal.jsonl"))
+        self.assertEqual([l["match"] for l in lines if l.get("toxic") and not l.get("expired")], [1],
+                         "the toxic took effect on a connection after its ttl")
+        self.assertEqual(len([l for l in lines if l.get("rule") and not l.get("expired")]), 1)
+        # A journal with ttl lines replays, and under replay the ttl is not consulted (as `during`):
+        # the recorded position fires even after the ttl.
+        replay = Faultline(scenario, "--replay", fl.path("journal.jsonl"), "--journal", "{tmp}/replayed.jsonl")
+        self.addCleanup(replay.close)
+        replay.start()
+        time.sleep(0.6)  # past the ttl: what is checked is that it does not matter under replay
+        self.assertEqual(curl("http://%s:%d/echo/c" % replay.addr("web")).status, 418)
+        self.assertEqual(replay.stop(), 0)
+        self.assertEqual([l for l in read_journal(replay.path("replayed.jsonl")) if l.get("expired")], [])

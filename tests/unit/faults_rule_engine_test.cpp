@@ -539,6 +539,36 @@ TEST_CASE("a disabled rule is skipped without counting, and can be enabled again
   CHECK(engine.stats("nope").matched == 0);
 }
 
+TEST_CASE("a rule with a ttl switches itself off, says so once in the journal, and an enable restarts it") {
+  std::vector<RuleSpec> rules = {rule("short", {}, {}, respond(503)), rule("rest", {}, {}, respond(500))};
+  rules[0].ttl_s = 0.5;
+  Journal journal;
+  RuleEngineOptions options;
+  options.proxy = "api";
+  options.journal = &journal;
+  RuleEngine engine(rules, options);
+  auto f = engine.evaluate(get("/"), 1, 0.49);
+  REQUIRE(f);
+  CHECK(f->rule->name == "short");
+  CHECK(engine.expire_due(0.49).empty());
+  f = engine.evaluate(get("/"), 1, 0.5);  // over, even before anyone noticed
+  REQUIRE(f);
+  CHECK(f->rule->name == "rest");
+  CHECK(engine.expire_due(0.7) == std::vector<std::string>{"short"});
+  CHECK(engine.expire_due(0.8).empty());  // once
+  CHECK_FALSE(engine.enabled("short"));
+  const auto lines = journal.since(0);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[2].find(R"("proxy":"api","rule":"short","expired":true)") != std::string::npos);
+  // Enabled again at 10 s: on for another 0.5 s.
+  CHECK(engine.set_enabled("short", true, 10.0));
+  f = engine.evaluate(get("/"), 1, 10.2);
+  REQUIRE(f);
+  CHECK(f->rule->name == "short");
+  CHECK(engine.expire_due(10.3).empty());
+  CHECK(engine.expire_due(10.5) == std::vector<std::string>{"short"});
+}
+
 TEST_CASE("a fired rule writes the journal line of SPEC section 4, key included only when set") {
   std::vector<RuleSpec> rules = {
       rule("throttle-first-two", {cond("method", exact("POST"))}, schedule(Schedule::Kind::first, 2), respond(429))};

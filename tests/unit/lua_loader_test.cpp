@@ -505,3 +505,21 @@ proxy { name = "pg3", listen = "127.0.0.1:0", upstream = "db:5432", protocol = "
   CHECK_FALSE(s.proxies[1].tls_verify);
   CHECK_FALSE(s.proxies[2].upstream_tls);
 }
+
+TEST_CASE("ttl: rules and toxics switch themselves off after a positive number of seconds") {
+  const Scenario s = load_ok(R"(
+local p = proxy { name = "p", listen = "127.0.0.1:0", upstream = "h:1", protocol = "http" }
+p:rule { name = "r", ttl = 1.5, action = drop() }
+p:toxic { type = "latency", latency = 5, ttl = 30 }
+)");
+  REQUIRE(s.proxies.size() == 1);
+  CHECK(s.proxies[0].rules[0].ttl_s == 1.5);
+  CHECK(s.proxies[0].toxics[0].ttl_s == 30.0);
+  for (const char* bad : {"p:rule { name = 'r', ttl = 0, action = drop() }", "p:rule { name = 'r', ttl = -1, action = drop() }",
+                          "p:toxic { type = 'latency', ttl = 0 }"}) {
+    std::string error = load_error(std::string("local p = proxy { name = 'p', listen = '127.0.0.1:0', upstream = 'h:1', "
+                                               "protocol = 'http' }\n") + bad);
+    CHECK(error.find("ttl must be a positive number of seconds") != std::string::npos);
+    CHECK(error.find("s.lua:2") != std::string::npos);
+  }
+}
