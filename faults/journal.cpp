@@ -29,7 +29,7 @@ bool Journal::open(const std::string& path, std::string* why) {
 
 uint64_t Journal::record(const Entry& fields) {
   std::lock_guard lock(mu_);
-  const uint64_t seq = lines_.size() + 1;
+  const uint64_t seq = ++recorded_;
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   Entry line;
   line["seq"] = seq;
@@ -41,6 +41,7 @@ uint64_t Journal::record(const Entry& fields) {
     pending_ += '\n';
   }
   lines_.push_back(std::move(text));
+  while (lines_.size() > capacity_) lines_.pop_front();
   return seq;
 }
 
@@ -54,13 +55,26 @@ void Journal::flush() {
 
 std::vector<std::string> Journal::since(uint64_t seq) const {
   std::lock_guard lock(mu_);
-  if (seq >= lines_.size()) return {};
-  return {lines_.begin() + static_cast<std::ptrdiff_t>(seq), lines_.end()};
+  const uint64_t first = recorded_ + 1 - lines_.size();
+  const uint64_t skip = seq >= first ? seq - first + 1 : 0;
+  if (skip >= lines_.size()) return {};
+  return {lines_.begin() + static_cast<std::ptrdiff_t>(skip), lines_.end()};
 }
 
 uint64_t Journal::size() const {
   std::lock_guard lock(mu_);
-  return lines_.size();
+  return recorded_;
+}
+
+void Journal::set_capacity(size_t lines) {
+  std::lock_guard lock(mu_);
+  capacity_ = lines == 0 ? 1 : lines;
+  while (lines_.size() > capacity_) lines_.pop_front();
+}
+
+uint64_t Journal::first_kept() const {
+  std::lock_guard lock(mu_);
+  return recorded_ + 1 - lines_.size();
 }
 
 }  // namespace faultline::faults

@@ -218,13 +218,14 @@ RuleEngine::Stats RuleEngine::stats(std::string_view rule_name) const {
   return it == index_by_name_.end() ? Stats{} : stats(it->second);
 }
 
-bool RuleEngine::set_enabled(std::string_view rule_name, bool enabled, double now_s) {
+bool RuleEngine::set_enabled(std::string_view rule_name, bool enabled, double now_s, std::optional<double> ttl_s) {
   auto it = index_by_name_.find(rule_name);
   if (it == index_by_name_.end()) return false;
   RuleState& st = *states_[it->second];
   const RuleSpec& rule = rules_[it->second];
-  if (enabled && rule.ttl_s && now_s >= 0.0) {
-    st.expires_s.store(now_s + *rule.ttl_s);
+  if (!ttl_s) ttl_s = rule.ttl_s;
+  if (enabled && now_s >= 0.0) {
+    st.expires_s.store(ttl_s ? now_s + *ttl_s : std::numeric_limits<double>::infinity());
     st.expiry_reported.store(false);
   }
   st.enabled.store(enabled, std::memory_order_relaxed);

@@ -64,8 +64,10 @@ class RuleEngine {
   Stats stats(size_t rule_index) const;           // per rule, declaration order; zeros when out of range
   Stats stats(std::string_view rule_name) const;  // zeros for an unknown name
   // For the control API. False when no rule has that name. Enabling a rule with a ttl at `now_s` (seconds
-  // since the scenario started) starts its ttl again from then.
-  bool set_enabled(std::string_view rule_name, bool enabled, double now_s = -1.0);
+  // since the scenario started) starts its ttl again from then; `ttl_s` gives it one (or another) instead
+  // of the scenario's.
+  bool set_enabled(std::string_view rule_name, bool enabled, double now_s = -1.0,
+                   std::optional<double> ttl_s = std::nullopt);
   // Rules whose ttl is over at now_s and that were not reported yet: each is switched off, journaled
   // ({"proxy":P,"rule":NAME,"expired":true}) and its name returned, once. (evaluate() already skips a rule
   // whose ttl is over; this makes it known when no message comes.)

@@ -32,6 +32,7 @@ struct Options {
   std::string log_format = "text";
   std::string report_json;
   int threads = 1;
+  size_t journal_lines = 10000;
   std::vector<std::string> command;  // run: CMD [ARGS...]
 };
 
@@ -131,6 +132,8 @@ int main(int argc, char** argv) {
     a->add_option("--log-format", o.log_format, "text or json");
     a->add_option("--threads", o.threads, "event-loop worker threads")->check(CLI::Range(1, 64));
     a->add_option("--report-json", o.report_json, "write the run report as JSON to FILE at exit");
+    a->add_option("--journal-lines", o.journal_lines, "journal lines kept in memory for the control API")
+        ->check(CLI::Range(size_t{1}, size_t{10000000}));
   };
   app.add_option("scenario", o.scenario, "scenario file (Lua) to run until SIGINT/SIGTERM");
   add_run_options(&app);
@@ -160,6 +163,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (ca_init->parsed()) return ca_init_main(ca_opts);
+  const bool admin_given = app.count("--admin") > 0 || run->count("--admin") > 0;
   if (o.scenario.empty()) {
     std::fprintf(stderr, "faultline: no scenario file given\nRun 'faultline --help' for usage.\n");
     return kExitUsage;
@@ -202,6 +206,10 @@ int main(int argc, char** argv) {
   so.hooks = loaded.hooks;
   so.command = o.command;
   so.report_json = o.report_json;
+  so.admin = o.admin;
+  so.admin_explicit = admin_given;
+  so.admin_token = o.admin_token;
+  so.journal_lines = o.journal_lines;
   spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario, loaded.scenario->seed);
   return faultline::proxy::run_server(std::move(*loaded.scenario), so);
 }

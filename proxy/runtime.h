@@ -25,6 +25,7 @@ struct ToxicRuntime {
   const faults::ToxicSpec* spec = nullptr;
   std::atomic<uint64_t> fired{0};  // connections it took effect on
   std::atomic<bool> expiry_reported{false};  // its ttl ran out and the log and journal said so
+  std::atomic<bool> enabled{true};           // off: takes effect on no new connection (the kill switch)
 };
 
 struct ProxyRuntime {

@@ -18,7 +18,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/admin/admin_server.h"
 #include "proxy/ca.h"
+#include "proxy/conn.h"
 #include "proxy/report.h"
 #include "proxy/runtime.h"
 #include "proxy/tls.h"
@@ -86,6 +88,43 @@ bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::stri
     fds->push_back(fd);
   }
   return true;
+}
+
+// The control API's listening socket; -1 and *why when it cannot be bound.
+int bind_admin(const std::string& address, std::string* bound, std::string* why, int* err) {
+  std::string e;
+  auto hp = faults::parse_host_port(address, &e);
+  if (!hp) {
+    *why = e;
+    return -1;
+  }
+  sockaddr_storage addr{};
+  if (!literal_address(*hp, &addr)) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(hp->host.c_str(), std::to_string(hp->port).c_str(), &hints, &res); rc != 0) {
+      *why = gai_strerror(rc);
+      return -1;
+    }
+    std::memcpy(&addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+  }
+  const socklen_t len = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 128) != 0) {
+    *err = errno;
+    *why = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  socklen_t got = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &got);
+  *bound = sockaddr_text(addr);
+  return fd;
 }
 
 // The report at shutdown (SPEC §4.2): to the log, and as JSON when asked.
@@ -255,6 +294,30 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     rt.proxies.push_back(std::move(p));
   }
 
+  // The control API (SPEC §5): bound now, so a bad address fails before anything runs. The default
+  // address taken by another faultline is only a warning: that one serves its own API.
+  int admin_fd = -1;
+  std::string admin_bound;
+  if (options.admin != "off") {
+    std::string why;
+    int err = 0;
+    admin_fd = bind_admin(options.admin, &admin_bound, &why, &err);
+    if (admin_fd < 0 && (options.admin_explicit || err != EADDRINUSE)) {
+      spdlog::error("control API --admin {}: {}", options.admin, why);
+      for (auto& list : fds)
+        for (int fd : list) ::close(fd);
+      return 1;
+    }
+    if (admin_fd < 0)
+      spdlog::warn("control API not served: {} is in use (pass --admin HOST:PORT, or --admin off)", options.admin);
+    else
+      spdlog::info("control API on http://{} (/faultline/v1{})", admin_bound,
+                   options.admin_token.empty() ? "" : ", bearer token required");
+  }
+  rt.journal.set_capacity(options.journal_lines);
+  admin::Options admin_options;
+  admin_options.token = options.admin_token;
+
   rt.start_ns = uv_hrtime();
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; ++i)
@@ -284,6 +347,7 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   } signal_ctx{&stop_all, &child};
   const bool run_mode = !options.command.empty();
   std::vector<std::string> env_strings = run_mode ? run_environment(rt) : std::vector<std::string>{};
+  if (run_mode && admin_fd >= 0) env_strings.push_back("FAULTLINE_ADMIN_URL=http://" + admin_bound);
   workers[0]->on_loop_start([&](uv_loop_t* loop) {
     for (uv_signal_t* sig : {&sigint, &sigterm}) {
       uv_signal_init(loop, sig);
@@ -313,6 +377,13 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
           runtime->journal.flush();
         },
         100, 100);
+    if (admin_fd >= 0) {
+      Worker& w0 = *workers[0];
+      std::string why;
+      if (!w0.add_listener(admin_fd, [&w0, &admin_options](uv_stream_t* s) { admin::accept(w0, s, admin_options); }, &why))
+        spdlog::error("control API: {}", why);
+      admin_fd = -1;
+    }
     spdlog::info("faultline ready: seed {}, {} proxy(ies), {} worker thread(s)", rt.scenario.seed, rt.proxies.size(),
                  workers.size());
     if (!run_mode) return;

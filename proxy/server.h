@@ -16,6 +16,10 @@ struct ServerOptions {
   std::shared_ptr<faults::ScriptHooks> hooks;  // the scenario's Lua functions, if it has any
   std::vector<std::string> command;  // `run`: CMD and its arguments, run once the proxies listen
   std::string report_json;           // write the run report (SPEC §4.2) here at exit
+  std::string admin = "off";         // control API address host:port, or "off"
+  bool admin_explicit = false;       // given on the command line: failing to bind it is an error, not a warning
+  std::string admin_token;
+  size_t journal_lines = 10000;      // journal lines kept in memory for the control API
 };
 
 // Returns the process exit code (SPEC §1): 0 clean shutdown, 1 runtime failure, 2 usage error; with a

@@ -16,6 +16,7 @@ ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, u
   const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
   for (auto& tr : proxy.toxics) {
     const faults::ToxicSpec& spec = *tr->spec;
+    if (!tr->enabled.load(std::memory_order_relaxed)) continue;
     if (!rt.replay && spec.ttl_s && now_s >= *spec.ttl_s) continue;  // switched itself off (replay: not consulted)
     bool active;
     if (rt.replay) {

@@ -113,6 +113,33 @@ bool Worker::run() {
   return rc == 0;
 }
 
+bool Worker::add_listener(int fd, std::function<void(uv_stream_t*)> on_connection, std::string* why) {
+  auto l = std::make_unique<ExtraListener>();
+  l->worker = this;
+  l->on_connection = std::move(on_connection);
+  uv_tcp_init(&loop_, &l->handle);
+  l->handle.data = l.get();
+  int rc = uv_tcp_open(&l->handle, fd);
+  if (rc == 0)
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), 128, [](uv_stream_t* server, int status) {
+      auto* lst = static_cast<ExtraListener*>(server->data);
+      if (status < 0 || lst->worker->stopping_) return;
+      try {
+        lst->on_connection(server);
+      } catch (const std::exception& e) {
+        spdlog::error("accept: internal error: {}", e.what());
+      }
+    });
+  if (rc != 0) {
+    *why = uv_strerror(rc);
+    uv_close(as_handle(&l->handle), nullptr);
+    extra_listeners_.push_back(std::move(l));  // freed with the worker, after its close callback
+    return false;
+  }
+  extra_listeners_.push_back(std::move(l));
+  return true;
+}
+
 void Worker::request_stop(bool force) {
   if (force) force_.store(true);
   uv_async_send(&stop_async_);
@@ -125,6 +152,8 @@ void Worker::begin_stop() {
   }
   stopping_ = true;
   for (auto& l : listeners_) uv_close(as_handle(&l->handle), nullptr);
+  for (auto& l : extra_listeners_)
+    if (!uv_is_closing(as_handle(&l->handle))) uv_close(as_handle(&l->handle), nullptr);
   idle_->close_all();
   if (sessions_.empty()) {
     close_own_handles();

@@ -41,6 +41,9 @@ class Worker {
   void on_loop_start(std::function<void(uv_loop_t*)> hook) { loop_start_hook_ = std::move(hook); }
   // Runs when the worker closes its own handles, the last step before its loop ends.
   void on_loop_stop(std::function<void()> hook) { loop_stop_hook_ = std::move(hook); }
+  // Another bound, listening socket served on this loop (worker 0: the control API), closed with the
+  // proxies' listeners when the worker stops. Call from on_loop_start. False (and *why) when libuv refuses it.
+  bool add_listener(int fd, std::function<void(uv_stream_t*)> on_connection, std::string* why);
 
   uv_loop_t* loop() noexcept { return &loop_; }
   faults::BufferPool& pool() noexcept { return pool_; }
@@ -81,6 +84,12 @@ class Worker {
   faults::BufferPool pool_;
   LoopEnv env_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  struct ExtraListener {
+    uv_tcp_t handle;
+    Worker* worker;
+    std::function<void(uv_stream_t*)> on_connection;
+  };
+  std::vector<std::unique_ptr<ExtraListener>> extra_listeners_;
   class IdlePool;
   std::unordered_set<WorkerSession*> sessions_;
   faults::Buffer read_buffer_;

@@ -112,3 +112,18 @@ TEST_CASE("address parsing accepts host:port and bracketed IPv6 and names what i
   CHECK(why.find("brackets") != std::string::npos);
   CHECK_FALSE(parse_host_port("ho st:80", &why));
 }
+
+TEST_CASE("the journal in memory is a ring of the last lines; since() counts seqs across it") {
+  Journal j;
+  j.set_capacity(3);
+  for (int i = 0; i < 5; ++i) j.record({{"rule", "r"}, {"match", i + 1}});
+  CHECK(j.size() == 5);
+  CHECK(j.first_kept() == 3);
+  auto lines = j.since(0);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].rfind(R"({"seq":3,)", 0) == 0);
+  CHECK(j.since(3).size() == 2);
+  CHECK(j.since(4).size() == 1);
+  CHECK(j.since(5).empty());
+  CHECK(j.since(99).empty());
+}

@@ -1,0 +1,204 @@
+"""The control API's native endpoints (SPEC §5, /faultline/v1) over real HTTP: proxies and rules,
+enable/disable with a ttl, the journal ring, the kill switch, the report; its security (bearer
+token, loopback by default, bounded bodies, malformed requests) and errors."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import unittest
+import urllib.error
+import urllib.request
+
+from faultline_testlib import (FAULTLINE_BIN, EchoServer, connect, curl, echo_round_trip, http_proxy,
+                               read_journal, run_faultline, started_faultline, tcp_proxy, wait_until)
+from http_upstream import HttpUpstream
+
+ADMIN_RE = re.compile(r"control API on http://(\S+):(\d+)")
+
+
+def admin_url(fl):
+    m = ADMIN_RE.search(fl.stderr_text())
+    assert m, fl.stderr_text()
+    return f"http://{m.group(1)}:{m.group(2)}"
+
+
+def call(url, method="GET", body=None, headers=None):
+    """(status, parsed JSON body or text) of one request."""
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            status, raw, ctype = r.status, r.read(), r.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        status, raw, ctype = e.code, e.read(), e.headers.get("content-type", "")
+    return status, (json.loads(raw) if "json" in ctype else raw.decode())
+
+
+RULES = ('web:rule { name = "teapot", match = { path = "/echo/tea" }, action = http.respond(418, {}) }\n'
+         'web:rule { name = "brief", match = { path = "/echo/brief" }, ttl = 60, action = http.respond(503, {}) }\n')
+
+
+class AdminApiTest(unittest.TestCase):
+
+    def setUp(self):
+        self.up = HttpUpstream()
+        self.addCleanup(self.up.close)
+        self.echo = EchoServer()
+        self.addCleanup(self.echo.close)
+
+    def start(self, *args):
+        scenario = (http_proxy("web", self.up.port) + RULES + tcp_proxy("raw", self.echo.port)
+                    + 'raw:toxic { type = "latency", latency = 1 }\n')
+        fl = started_faultline(self, scenario, "--admin", "127.0.0.1:0", "--journal", "{tmp}/journal.jsonl", *args)
+        self.api = admin_url(fl) + "/faultline/v1"
+        self.web = "http://%s:%d" % fl.addr("web")
+        return fl
+
+    def get_status(self, path):
+        return curl(self.web + path).status
+
+    def test_proxies_and_rules_describe_the_running_scenario(self):
+        fl = self.start()
+        self.assertEqual(self.get_status("/echo/tea"), 418)
+        status, proxies = call(self.api + "/proxies")
+        self.assertEqual(status, 200)
+        self.assertEqual([p["name"] for p in proxies], ["web", "raw"])
+        web = proxies[0]
+        self.assertEqual((web["protocol"], web["listen"], web["rules"]),
+                         ("http", "%s:%d" % fl.addr("web"), ["teapot", "brief"]))
+        self.assertEqual(web["connections"], 1)
+        self.assertEqual(proxies[1]["toxics"][0]["name"], "latency_downstream")
+        self.assertEqual(proxies[1]["toxics"][0]["attributes"], {"jitter": 0, "latency": 1})
+        status, rules = call(self.api + "/rules")
+        self.assertEqual(status, 200)
+        teapot = rules[0]
+        self.assertEqual((teapot["name"], teapot["proxy"], teapot["enabled"], teapot["matched"], teapot["fired"]),
+                         ("teapot", "web", True, 1, 1))
+        self.assertEqual(rules[1]["ttl"], 60)
+
+    def test_disable_and_enable_a_rule_and_a_ttl_given_by_the_api(self):
+        self.start()
+        status, rule = call(self.api + "/rules/teapot/disable", "POST")
+        self.assertEqual((status, rule["enabled"]), (200, False))
+        self.assertEqual(self.get_status("/echo/tea"), 200)
+        status, rule = call(self.api + "/rules/teapot/enable", "POST", '{"ttl": 0.3}')
+        self.assertEqual((status, rule["enabled"]), (200, True))
+        self.assertEqual(self.get_status("/echo/tea"), 418)
+
+        def expired():
+            _, body = call(self.api + "/journal?since=0")
+            return [l for l in body["lines"] if l.get("expired")]
+        lines = wait_until(expired, timeout=5, message="the API-given ttl to run out")
+        self.assertEqual((lines[0]["rule"], lines[0]["proxy"]), ("teapot", "web"))
+        self.assertEqual(self.get_status("/echo/tea"), 200)
+
+    def test_the_journal_since_a_seq_and_its_bounded_ring(self):
+        fl = self.start("--journal-lines", "2")
+        for _ in range(3):
+            self.assertEqual(self.get_status("/echo/tea"), 418)
+        status, body = call(self.api + "/journal?since=0")
+        self.assertEqual(status, 200)
+        self.assertEqual([l["seq"] for l in body["lines"]], [2, 3])
+        self.assertEqual((body["next"], body["dropped"]), (3, 1))
+        status, body = call(self.api + "/journal?since=3")
+        self.assertEqual((body["lines"], body["next"], body["dropped"]), ([], 3, 0))
+        self.assertEqual(call(self.api + "/journal?since=-1")[0], 400)
+        self.assertEqual(call(self.api + "/journal?since=x")[0], 400)
+        wait_until(lambda: len(read_journal(fl.path("journal.jsonl"))) == 3, timeout=5,
+                   message="the file to keep every line")
+
+    def test_reset_is_a_kill_switch_for_rules_and_toxics_mid_traffic(self):
+        fl = self.start()
+        self.assertEqual(self.get_status("/echo/tea"), 418)
+        with connect(fl.addr("raw")) as c:
+            echo_round_trip(c)
+        status, body = call(self.api + "/reset", "POST")
+        self.assertEqual((status, body), (200, {"rules_disabled": 2, "toxics_disabled": 1}))
+        self.assertEqual(self.get_status("/echo/tea"), 200)
+        self.assertEqual(self.get_status("/echo/brief"), 200)
+        with connect(fl.addr("raw")) as c:
+            echo_round_trip(c)
+        _, report = call(self.api + "/report")
+        self.assertEqual(report["toxics"], [{"proxy": "raw", "name": "latency_downstream", "connections": 1}])
+        _, rules = call(self.api + "/rules")
+        self.assertEqual([r["enabled"] for r in rules], [False, False])
+
+    def test_report_and_expectations_are_served(self):
+        self.start()
+        self.get_status("/echo/tea")
+        status, report = call(self.api + "/report")
+        self.assertEqual(status, 200)
+        self.assertEqual(list(report), ["seed", "rules", "toxics", "expectations", "unreached"])
+        self.assertEqual(report["rules"][0], {"proxy": "web", "name": "teapot", "matched": 1, "fired": 1})
+        self.assertEqual(call(self.api + "/expectations"), (200, []))
+
+    def test_errors_are_json_with_the_status_and_never_stop_the_api(self):
+        fl = self.start()
+        self.assertEqual(call(self.api + "/nope"), (404, {"error": "no such endpoint: GET /faultline/v1/nope", "status": 404}))
+        self.assertEqual(call(self.api + "/rules", "POST")[0], 405)
+        self.assertEqual(call(self.api + "/rules/ghost/enable", "POST")[1]["error"], "no rule named 'ghost'")
+        status, body = call(self.api + "/rules/teapot/enable", "POST", '{"ttl": "soon"}')
+        self.assertEqual((status, body["error"]), (400, "ttl must be a positive number of seconds"))
+        status, body = call(self.api + "/rules/teapot/enable", "POST", "x" * (2 * 1024 * 1024))
+        self.assertEqual(status, 413, body)
+        host, port = admin_url(fl)[7:].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(b"GARBAGE\x00\x01 / HTTP/1.1\r\n\r\n")
+            answer = s.recv(4096)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer)
+        self.assertIn(b"malformed request", answer)
+        self.assertEqual(call(self.api + "/proxies")[0], 200)
+        self.assertTrue(fl.alive())
+
+
+class AdminSecurityTest(unittest.TestCase):
+
+    def test_with_a_token_every_request_needs_it(self):
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        fl = started_faultline(self, http_proxy("web", up.port), "--admin", "127.0.0.1:0", "--admin-token", "s3cret")
+        api = admin_url(fl) + "/faultline/v1/proxies"
+        status, body = call(api)
+        self.assertEqual(status, 401)
+        self.assertIn("bearer token", body["error"])
+        self.assertEqual(call(api, headers={"Authorization": "Bearer wrong!"})[0], 401)
+        self.assertEqual(call(api, headers={"Authorization": "Bearer s3cret"})[0], 200)
+
+    def test_a_non_loopback_address_without_a_token_is_refused_at_start(self):
+        r = run_faultline(["--admin", "0.0.0.0:0", "/nonexistent.lua"])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("is not loopback: set --admin-token", r.stderr)
+
+    def test_an_admin_address_in_use_given_explicitly_is_an_error(self):
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        self.addCleanup(busy.close)
+        port = busy.getsockname()[1]
+        tmp = self.enterContext(__import__("tempfile").TemporaryDirectory())
+        path = os.path.join(tmp, "s.lua")
+        with open(path, "w") as f:
+            f.write(tcp_proxy("p", 1))
+        r = run_faultline([path, "--admin", f"127.0.0.1:{port}"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"control API --admin 127.0.0.1:{port}", r.stderr)
+
+    def test_run_exports_the_admin_url(self):
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        tmp = self.enterContext(__import__("tempfile").TemporaryDirectory())
+        path = os.path.join(tmp, "s.lua")
+        with open(path, "w") as f:
+            f.write(http_proxy("web", up.port))
+        script = ("import os, urllib.request\n"
+                  "print(urllib.request.urlopen(os.environ['FAULTLINE_ADMIN_URL'] + '/faultline/v1/proxies').status)\n")
+        r = subprocess.run([FAULTLINE_BIN, "run", path, "--admin", "127.0.0.1:0", "--", sys.executable, "-c", script],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "200"), r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
