@@ -384,6 +384,7 @@ void MessageSession::tunnel_eof(bool from_client) {
 
 void MessageSession::arm_reply_timer() {
   reply_begun_ = false;
+  reply_asked_us_ = now_us();
   if (traits_.reply_timeout && proxy_.spec->upstream_timeout_ms > 0)
     reply_timer_.start(static_cast<uint64_t>(proxy_.spec->upstream_timeout_ms) * 1000);
 }
@@ -400,6 +401,7 @@ void MessageSession::maybe_delete() {
 // everything after a held request) is copied.
 void MessageSession::on_client_data(std::string_view bytes) {
   retired_up_.clear();
+  proxy_.bytes_up.fetch_add(bytes.size(), std::memory_order_relaxed);
   if (client_closing_ || closing_ || stop_input_) return;
   if (in_.empty()) {
     const size_t used = process_client(bytes);
@@ -474,6 +476,7 @@ size_t MessageSession::process_client(std::string_view in) {
 
 // The rules decide one request. False when it is held (delay, hang).
 bool MessageSession::decide(const ClientUnit& unit, std::string_view raw) {
+  proxy_.messages.fetch_add(1, std::memory_order_relaxed);
   std::optional<faults::RuleEngine::Fired> fired;
   if (proxy_.rules && unit.msg) {
     const double now_s = static_cast<double>(uv_hrtime() - worker_.runtime().start_ns) / 1e9;
@@ -667,6 +670,7 @@ void MessageSession::maybe_done() {
 // --- upstream -> client -----------------------------------------------------------------------------------
 
 void MessageSession::on_upstream_data(std::string_view bytes) {
+  proxy_.bytes_down.fetch_add(bytes.size(), std::memory_order_relaxed);
   if (closing_) return;
   retired_up_.clear();
   if (up_in_.empty()) {
@@ -718,6 +722,8 @@ size_t MessageSession::process_replies(std::string_view in) {
     pos += unit.size;
     if (unit.kind == ReplyUnit::Kind::frame) {
       if (!awaited) spdlog::debug("{} upstream sent a reply no request was waiting for; passed on", tag());
+      if (!reply_begun_ && awaited && reply_asked_us_ != 0)
+        proxy_.upstream_latency.observe(now_us() - reply_asked_us_);
       reply_begun_ = true;
       reply_timer_.stop();
       resend_ok_ = false;
@@ -927,6 +933,7 @@ void MessageSession::on_upstream_eof() {
 }
 
 void MessageSession::on_upstream_error(const std::string& why, bool reset) {
+  if (!upstream_up_) proxy_.connect_errors.fetch_add(1, std::memory_order_relaxed);
   if (traits_.pooled_upstream) {
     pooled_upstream_error(why, reset);
     return;

@@ -185,6 +185,7 @@ class MessageSession final : public WorkerSession {
   UvTimer linger_timer_;
   UvTimer reply_timer_;   // upstream_timeout: the awaited reply's first byte
   bool reply_begun_ = false;  // a frame of the head slot's reply came
+  uint64_t reply_asked_us_ = 0;  // when the head slot's reply began to be awaited (latency metric)
 
   std::deque<Paced> paced_;
   size_t paced_bytes_ = 0;

@@ -28,12 +28,35 @@ struct ToxicRuntime {
   std::atomic<bool> enabled{true};           // off: takes effect on no new connection (the kill switch)
 };
 
+// Time from a request sent upstream (or the reply before it ending) to the first byte of its reply.
+struct LatencyHistogram {
+  static constexpr double kBounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  static constexpr size_t kBuckets = sizeof(kBounds) / sizeof(kBounds[0]);
+  std::atomic<uint64_t> buckets[kBuckets + 1] = {};  // the last one: above every bound
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> sum_us{0};
+  void observe(uint64_t us) {
+    const double s = static_cast<double>(us) / 1e6;
+    size_t i = 0;
+    while (i < kBuckets && s > kBounds[i]) ++i;
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
+    sum_us.fetch_add(us, std::memory_order_relaxed);
+  }
+};
+
 struct ProxyRuntime {
   const faults::ProxySpec* spec = nullptr;
   faults::HostPort upstream;
   std::string bound;                     // actual listen address, host:port
   std::atomic<uint64_t> connections{0};  // ordinal of the latest accepted connection
   std::atomic<uint64_t> active{0};
+  // For GET /metrics.
+  std::atomic<uint64_t> bytes_up{0};        // read from clients
+  std::atomic<uint64_t> bytes_down{0};      // read from upstreams
+  std::atomic<uint64_t> messages{0};        // requests, commands, queries decided on
+  std::atomic<uint64_t> connect_errors{0};  // upstream connections that could not be made (or TLS set up)
+  LatencyHistogram upstream_latency;
   std::vector<std::unique_ptr<ToxicRuntime>> toxics;
   std::unique_ptr<faults::RuleEngine> rules;  // null when the proxy has no rules
   bool needs_body = false;                    // json matchers or functions (or a mock) read request bodies

@@ -72,6 +72,7 @@ void Session::Side::on_chunk(Conn&, faults::Chunk chunk) {
 void Session::Side::on_eof(Conn&) { s->on_eof(*this); }
 void Session::Side::on_error(Conn&, const std::string& why, bool reset) {
   if (this == &s->upstream_ && !s->connected_) {
+    s->proxy_.connect_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("{} upstream {}: {}", s->tag(), format_addr(s->proxy_.upstream), why);
     s->close_all(false);
     return;
@@ -169,6 +170,7 @@ void Session::on_chunk(Side& side, faults::Chunk chunk) {
   }
   chunk.offset = pipe.offset;
   pipe.offset += chunk.len;
+  (&side == &client_ ? proxy_.bytes_up : proxy_.bytes_down).fetch_add(chunk.len, std::memory_order_relaxed);
   if (pipe.chain) {
     chunk.arrived_us = uv_hrtime() / 1000;
     // Toxics may hold chunks for a while (latency, bandwidth): a small read must not pin a whole pooled

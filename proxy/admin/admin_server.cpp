@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/admin/metrics.h"
 #include "proxy/admin/native_api.h"
 #include "proxy/conn.h"
 #include "proxy/http/codec.h"
@@ -110,10 +111,16 @@ class Connection final : public WorkerSession, public ConnHandler {
     Runtime& rt = worker_.runtime();
     const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
     Response resp;
-    if (req.path == "/faultline/v1" || req.path.rfind("/faultline/v1/", 0) == 0)
+    if (req.path == "/metrics" || req.path == "/faultline/v1/metrics") {
+      if (req.method == "GET" || req.method == "HEAD")
+        resp = {200, metrics_text(rt, now_s), "text/plain; version=0.0.4; charset=utf-8"};
+      else
+        resp = error(405, req.method + " " + req.path + ": use GET");
+    } else if (req.path == "/faultline/v1" || req.path.rfind("/faultline/v1/", 0) == 0) {
       resp = native(req, rt, now_s);
-    else
+    } else {
       resp = error(404, "no such endpoint: " + req.method + " " + req.path + " (the native API is under /faultline/v1)");
+    }
     spdlog::debug("control API: {} {} -> {}", req.method, req.path, resp.status);
     reply(resp, close, false, req.method == "HEAD");
   }

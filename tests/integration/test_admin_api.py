@@ -202,3 +202,59 @@ class AdminSecurityTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MetricsTest(unittest.TestCase):
+    """GET /metrics after known traffic, read with prometheus_client's own parser."""
+
+    def test_metrics_after_known_traffic_parse_and_add_up(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        echo = EchoServer()
+        self.addCleanup(echo.close)
+        scenario = (http_proxy("web", up.port) + RULES + tcp_proxy("raw", echo.port)
+                    + 'raw:toxic { type = "latency", latency = 1 }\n'
+                    + tcp_proxy("dead", 1))
+        fl = started_faultline(self, scenario, "--admin", "127.0.0.1:0")
+        base = "http://%s:%d" % fl.addr("web")
+        statuses = [curl(base + path).status for path in ("/echo/tea", "/echo/a", "/echo/tea")]
+        self.assertEqual(statuses, [418, 200, 418])
+        with connect(fl.addr("raw")) as c:
+            echo_round_trip(c, b"x" * 1000)
+        with connect(fl.addr("dead")) as c:  # its upstream refuses: one connect error
+            c.settimeout(5)
+            self.assertEqual(c.recv(1), b"")
+        url = admin_url(fl) + "/metrics"
+        req = urllib.request.urlopen(url, timeout=5)
+        self.assertTrue(req.headers["content-type"].startswith("text/plain; version=0.0.4"))
+        text = req.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+        def value(name, **labels):
+            return samples[(name, tuple(sorted(labels.items())))]
+        self.assertEqual(value("faultline_connections_total", proxy="web"), 3)
+        self.assertEqual(value("faultline_connections_total", proxy="raw"), 1)
+        self.assertEqual(value("faultline_messages_total", proxy="web", protocol="http"), 3)
+        self.assertEqual(value("faultline_faults_fired_total", proxy="web", rule="teapot", action="respond"), 2)
+        self.assertEqual(value("faultline_rule_matches_total", proxy="web", rule="teapot"), 2)
+        self.assertEqual(value("faultline_rule_enabled", proxy="web", rule="brief"), 1)
+        self.assertEqual(value("faultline_toxic_connections_total", proxy="raw", toxic="latency_downstream",
+                               type="latency", stream="downstream"), 1)
+        self.assertEqual(value("faultline_bytes_total", proxy="raw", direction="upstream"), 1000)
+        self.assertEqual(value("faultline_bytes_total", proxy="raw", direction="downstream"), 1000)
+        self.assertGreater(value("faultline_bytes_total", proxy="web", direction="upstream"), 0)
+        self.assertEqual(value("faultline_upstream_connect_errors_total", proxy="dead"), 1)
+        # one forwarded request: one latency observation, in the buckets that cumulate to it
+        self.assertEqual(value("faultline_upstream_response_seconds_count", proxy="web"), 1)
+        self.assertEqual(value("faultline_upstream_response_seconds_bucket", proxy="web", le="+Inf"), 1)
+        self.assertEqual(value("faultline_upstream_response_seconds_bucket", proxy="web", le="10.0"), 1)
+        self.assertGreater(value("faultline_upstream_response_seconds_sum", proxy="web"), 0)
+        self.assertGreater(value("faultline_journal_lines_total"), 2)
+        call(admin_url(fl) + "/faultline/v1/reset", "POST")
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        self.assertIn('faultline_toxic_enabled{proxy="raw",toxic="latency_downstream"} 0', text)
+        self.assertIn('faultline_rule_enabled{proxy="web",rule="teapot"} 0', text)
