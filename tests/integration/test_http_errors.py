@@ -231,3 +231,42 @@ class HttpBufferCeilingTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SplitHeadCutTest(unittest.TestCase):
+    """A response whose head arrives in two reads, then cut by http.truncate: the cut drops the
+    upstream connection while its kept bytes are being parsed; the client must still get the head and
+    exactly the bytes truncate lets through, then a clean FIN."""
+
+    def test_truncate_after_a_head_split_across_reads(self):
+        import time
+        from faultline_testlib import TcpServer, recv_until_closed, started_faultline, http_proxy
+
+        def handler(conn, record):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-")
+            time.sleep(0.1)  # the rest of the head in a later read (what is being tested: a split head)
+            conn.sendall(b"Length: 5000\r\n\r\n" + b"z" * 5000)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+
+        up = TcpServer(handler)
+        self.addCleanup(up.close)
+        fl = started_faultline(self, http_proxy("p", up.port) +
+                               'p:rule { name = "cut", action = http.truncate { bytes = 10 } }\n')
+        with connect(fl.addr("p")) as s:
+            s.sendall(http_request("GET", "/"))
+            raw, how, _ = recv_until_closed(s, timeout=5.0)
+        self.assertEqual(how, "eof", raw[:300])
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self.assertEqual(head, b"HTTP/1.1 200 OK\r\nContent-Length: 5000")
+        self.assertEqual(body, b"z" * 10)
+        self.assertNotIn("internal error", fl.stderr_text())
