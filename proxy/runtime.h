@@ -47,6 +47,10 @@ struct LatencyHistogram {
 
 struct ProxyRuntime {
   const faults::ProxySpec* spec = nullptr;
+  std::unique_ptr<faults::ProxySpec> owned_spec;  // a proxy made through the control API: its spec
+  // Control API state, read and written on worker 0's loop only.
+  bool enabled = true;   // listening (Toxiproxy's "enabled")
+  bool removed = false;  // deleted through the API: kept in memory (connections may still refer to it)
   faults::HostPort upstream;
   std::string bound;                     // actual listen address, host:port
   std::atomic<uint64_t> connections{0};  // ordinal of the latest accepted connection
@@ -65,6 +69,8 @@ struct ProxyRuntime {
   std::shared_ptr<SSL_CTX> listen_tls;        // TLS termination on the listener
 };
 
+class Worker;
+
 struct Runtime {
   faults::Scenario scenario;
   std::shared_ptr<faults::ScriptHooks> hooks;  // the scenario's Lua functions (null without any)
@@ -73,6 +79,7 @@ struct Runtime {
   std::optional<faults::ReplaySet> replay;
   std::vector<std::unique_ptr<ProxyRuntime>> proxies;
   std::atomic<uint64_t> next_conn_id{0};  // process-wide connection number (journal "conn")
+  std::vector<Worker*> workers;           // every worker, for the control API's changes at run time
 };
 
 }  // namespace faultline::proxy

@@ -46,50 +46,6 @@ std::string sockaddr_text(const sockaddr_storage& ss) {
   return std::string(host) + ":" + std::to_string(port);
 }
 
-// Binds `count` listening sockets to the proxy's listen address (the same port for all).
-bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::string* why) {
-  std::string err;
-  auto hp = faults::parse_host_port(p.spec->listen, &err);
-  if (!hp) {
-    *why = "listen '" + p.spec->listen + "': " + err;
-    return false;
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(hp->host.c_str(), std::to_string(hp->port).c_str(), &hints, &res); rc != 0) {
-    *why = "listen '" + p.spec->listen + "': " + gai_strerror(rc);
-    return false;
-  }
-  sockaddr_storage addr{};
-  std::memcpy(&addr, res->ai_addr, res->ai_addrlen);
-  socklen_t addr_len = static_cast<socklen_t>(res->ai_addrlen);
-  freeaddrinfo(res);
-  for (int i = 0; i < count; ++i) {
-    int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    bool ok = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0;
-    // Only with several workers: otherwise a second faultline could silently share our port.
-    if (ok && count > 1) ok = ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0;
-    if (ok) ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) == 0;
-    if (ok) ok = ::listen(fd, 511) == 0;
-    if (!ok) {
-      *why = "listen " + p.spec->listen + ": " + std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      return false;
-    }
-    if (i == 0) {  // learn the real port (port 0 = ephemeral) so every worker binds the same one
-      addr_len = sizeof addr;
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addr_len);
-      p.bound = sockaddr_text(addr);
-    }
-    fds->push_back(fd);
-  }
-  return true;
-}
-
 // The control API's listening socket; -1 and *why when it cannot be bound.
 int bind_admin(const std::string& address, std::string* bound, std::string* why, int* err) {
   std::string e;
@@ -222,6 +178,51 @@ bool setup_tls(ProxyRuntime& p, std::string* why) {
 
 }  // namespace
 
+// Binds `count` listening sockets to the proxy's listen address (the same port for all).
+bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::string* why) {
+  std::string err;
+  auto hp = faults::parse_host_port(p.spec->listen, &err);
+  if (!hp) {
+    *why = "listen '" + p.spec->listen + "': " + err;
+    return false;
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(hp->host.c_str(), std::to_string(hp->port).c_str(), &hints, &res); rc != 0) {
+    *why = "listen '" + p.spec->listen + "': " + gai_strerror(rc);
+    return false;
+  }
+  sockaddr_storage addr{};
+  std::memcpy(&addr, res->ai_addr, res->ai_addrlen);
+  socklen_t addr_len = static_cast<socklen_t>(res->ai_addrlen);
+  freeaddrinfo(res);
+  for (int i = 0; i < count; ++i) {
+    int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    bool ok = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0;
+    // Only with several workers: otherwise a second faultline could silently share our port.
+    if (ok && count > 1) ok = ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0;
+    if (ok) ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) == 0;
+    if (ok) ok = ::listen(fd, 511) == 0;
+    if (!ok) {
+      *why = "listen " + p.spec->listen + ": " + std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      return false;
+    }
+    if (i == 0) {  // learn the real port (port 0 = ephemeral) so every worker binds the same one
+      addr_len = sizeof addr;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addr_len);
+      p.bound = sockaddr_text(addr);
+    }
+    fds->push_back(fd);
+  }
+  return true;
+}
+
+
 int run_server(faults::Scenario scenario, const ServerOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a peer that vanished is an error code, not a signal
   Runtime rt;
@@ -322,6 +323,7 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; ++i)
     workers.push_back(std::make_unique<Worker>(rt, i, std::move(fds[static_cast<size_t>(i)])));
+  for (auto& w : workers) rt.workers.push_back(w.get());
 
   // Worker 0 runs on this thread and also takes the signals, flushes the journal and (run) watches CMD.
   uv_signal_t sigint, sigterm;

@@ -22,6 +22,12 @@ struct ServerOptions {
   size_t journal_lines = 10000;      // journal lines kept in memory for the control API
 };
 
+struct ProxyRuntime;
+
+// Binds `count` listening sockets (SO_REUSEPORT when more than one) to the proxy's listen address, all on
+// one port; sets p.bound to the address really bound. False with *why on failure (nothing left open).
+bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::string* why);
+
 // Returns the process exit code (SPEC §1): 0 clean shutdown, 1 runtime failure, 2 usage error; with a
 // command, its exit code (128 + N when signal N ended it; 127 when it could not be found), or 3 when it
 // succeeded but an expectation was not met or a replayed fault never came.

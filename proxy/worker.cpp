@@ -63,6 +63,57 @@ Worker::Worker(Runtime& runtime, int index, std::vector<int> listen_fds)
   // Made here, not in run(): another thread may request_stop() before this worker's thread starts.
   uv_async_init(&loop_, &stop_async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->begin_stop(); });
   stop_async_.data = this;
+  uv_async_init(&loop_, &task_async_, [](uv_async_t* a) { static_cast<Worker*>(a->data)->run_tasks(); });
+  task_async_.data = this;
+}
+
+void Worker::post(std::function<void(Worker&)> task) {
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_.push_back(std::move(task));
+  }
+  uv_async_send(&task_async_);
+}
+
+void Worker::run_tasks() {
+  std::vector<std::function<void(Worker&)>> tasks;
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks.swap(tasks_);
+  }
+  for (auto& t : tasks) {
+    try {
+      t(*this);
+    } catch (const std::exception& e) {
+      spdlog::error("worker {}: task failed: {}", index_, e.what());
+    }
+  }
+}
+
+void Worker::listen_proxy(ProxyRuntime* proxy, int fd) {
+  if (stopping_) {
+    ::close(fd);
+    return;
+  }
+  open_listener(proxy, fd);
+}
+
+void Worker::unlisten_proxy(const ProxyRuntime* proxy, bool close_connections) {
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    if ((*it)->proxy != proxy) {
+      ++it;
+      continue;
+    }
+    // Freed in its close callback: the handle memory must outlive uv_close.
+    Listener* l = it->release();
+    it = listeners_.erase(it);
+    uv_close(as_handle(&l->handle), [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+  }
+  if (!close_connections) return;
+  std::vector<WorkerSession*> open;
+  for (WorkerSession* s : sessions_)
+    if (s->proxy_runtime() == proxy) open.push_back(s);
+  for (WorkerSession* s : open) s->force_close();
 }
 
 Worker::~Worker() {
@@ -80,37 +131,43 @@ bool Worker::run() {
   grace_timer_.data = this;
 
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
-    auto l = std::make_unique<Listener>();
-    l->worker = this;
-    l->proxy = runtime_.proxies[i].get();
-    l->accept = acceptor(l->proxy->spec->protocol);
-    uv_tcp_init(&loop_, &l->handle);
-    l->handle.data = l.get();
-    int rc = uv_tcp_open(&l->handle, listen_fds_[i]);
-    if (rc == 0) {
-      listen_fds_[i] = -1;  // the handle owns it now
-      rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), 511, [](uv_stream_t* server, int status) {
-        auto* lst = static_cast<Listener*>(server->data);
-        if (status < 0) {
-          spdlog::warn("[{}] accept: {}", lst->proxy->spec->name, uv_strerror(status));
-          return;
-        }
-        if (lst->worker->stopping_) return;
-        try {
-          lst->accept(*lst->worker, *lst->proxy, server);
-        } catch (const std::exception& e) {  // e.g. out of memory: refuse this one, keep serving
-          spdlog::error("[{}] accept: internal error: {}", lst->proxy->spec->name, e.what());
-        }
-      });
-    }
-    if (rc != 0) spdlog::error("[{}] listen: {}", l->proxy->spec->name, uv_strerror(rc));
-    listeners_.push_back(std::move(l));
+    open_listener(runtime_.proxies[i].get(), listen_fds_[i]);
+    listen_fds_[i] = -1;  // the listener owns it now (or closed it)
   }
   if (loop_start_hook_) loop_start_hook_(&loop_);
   uv_run(&loop_, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&loop_);
   if (rc != 0) spdlog::error("worker {}: loop closed with handles still open", index_);
   return rc == 0;
+}
+
+void Worker::open_listener(ProxyRuntime* proxy, int fd) {
+  auto l = std::make_unique<Listener>();
+  l->worker = this;
+  l->proxy = proxy;
+  l->accept = acceptor(proxy->spec->protocol);
+  uv_tcp_init(&loop_, &l->handle);
+  l->handle.data = l.get();
+  int rc = uv_tcp_open(&l->handle, fd);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), 511, [](uv_stream_t* server, int status) {
+      auto* lst = static_cast<Listener*>(server->data);
+      if (status < 0) {
+        spdlog::warn("[{}] accept: {}", lst->proxy->spec->name, uv_strerror(status));
+        return;
+      }
+      if (lst->worker->stopping_) return;
+      try {
+        lst->accept(*lst->worker, *lst->proxy, server);
+      } catch (const std::exception& e) {  // e.g. out of memory: refuse this one, keep serving
+        spdlog::error("[{}] accept: internal error: {}", lst->proxy->spec->name, e.what());
+      }
+    });
+  } else {
+    ::close(fd);
+  }
+  if (rc != 0) spdlog::error("[{}] listen: {}", proxy->spec->name, uv_strerror(rc));
+  listeners_.push_back(std::move(l));
 }
 
 bool Worker::add_listener(int fd, std::function<void(uv_stream_t*)> on_connection, std::string* why) {
@@ -181,6 +238,7 @@ void Worker::close_own_handles() {
   if (read_buffer_) pool_.give(std::move(read_buffer_));
   uv_close(as_handle(&grace_timer_), nullptr);
   uv_close(as_handle(&stop_async_), nullptr);
+  uv_close(as_handle(&task_async_), nullptr);
   if (loop_stop_hook_) loop_stop_hook_();
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <unordered_set>
 #include <vector>
 
@@ -22,6 +23,8 @@ class WorkerSession {
  public:
   virtual ~WorkerSession() = default;
   virtual void force_close() = 0;
+  // The proxy whose client connection this is (null: not a proxy's, e.g. the control API's).
+  virtual const ProxyRuntime* proxy_runtime() const { return nullptr; }
 };
 
 class Worker {
@@ -44,6 +47,12 @@ class Worker {
   // Another bound, listening socket served on this loop (worker 0: the control API), closed with the
   // proxies' listeners when the worker stops. Call from on_loop_start. False (and *why) when libuv refuses it.
   bool add_listener(int fd, std::function<void(uv_stream_t*)> on_connection, std::string* why);
+  // Thread-safe: runs `task` on this worker's loop soon (the control API changing proxies at run time).
+  void post(std::function<void(Worker&)> task);
+  // On this worker's loop: serve `proxy` on the bound, listening `fd` (taken over), or stop serving it,
+  // closing its listener and, with close_connections, its open client connections.
+  void listen_proxy(ProxyRuntime* proxy, int fd);
+  void unlisten_proxy(const ProxyRuntime* proxy, bool close_connections);
 
   uv_loop_t* loop() noexcept { return &loop_; }
   faults::BufferPool& pool() noexcept { return pool_; }
@@ -72,6 +81,8 @@ class Worker {
     void (*accept)(Worker&, ProxyRuntime&, uv_stream_t*);  // the protocol's session (protocols.h)
   };
   void begin_stop();
+  void run_tasks();
+  void open_listener(ProxyRuntime* proxy, int fd);
   void close_sessions();
   void close_own_handles();
 
@@ -80,6 +91,9 @@ class Worker {
   std::vector<int> listen_fds_;
   uv_loop_t loop_;
   uv_async_t stop_async_;
+  uv_async_t task_async_;
+  std::mutex tasks_mu_;
+  std::vector<std::function<void(Worker&)>> tasks_;
   uv_timer_t grace_timer_;
   faults::BufferPool pool_;
   LoopEnv env_;

@@ -6,6 +6,7 @@
 
 #include "proxy/admin/metrics.h"
 #include "proxy/admin/native_api.h"
+#include "proxy/admin/toxiproxy_api.h"
 #include "proxy/conn.h"
 #include "proxy/http/codec.h"
 #include "proxy/http/http_protocol.h"
@@ -102,6 +103,11 @@ class Connection final : public WorkerSession, public ConnHandler {
       reply(error(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)"), close, true);
       return;
     }
+    // As Toxiproxy does: a browser (or a page in one) has no business here.
+    if (head.header("user-agent").value_or("").starts_with("Mozilla/")) {
+      reply(error(403, "User agent not allowed"), close);
+      return;
+    }
     Request req;
     req.method = head.method;
     req.path = head.path();
@@ -118,6 +124,8 @@ class Connection final : public WorkerSession, public ConnHandler {
         resp = error(405, req.method + " " + req.path + ": use GET");
     } else if (req.path == "/faultline/v1" || req.path.rfind("/faultline/v1/", 0) == 0) {
       resp = native(req, rt, now_s);
+    } else if (is_toxiproxy_path(req.path)) {
+      resp = toxiproxy(req, rt);
     } else {
       resp = error(404, "no such endpoint: " + req.method + " " + req.path + " (the native API is under /faultline/v1)");
     }

@@ -137,7 +137,8 @@ Response native(const Request& req, Runtime& rt, double now_s) {
   if (path == "/proxies" || path == "/proxies/") {
     if (!get) return error(405, req.method + " " + req.path + ": use GET");
     Json out = Json::array();
-    for (const auto& p : rt.proxies) out.push_back(proxy_json(*p));
+    for (const auto& p : rt.proxies)
+      if (!p->removed) out.push_back(proxy_json(*p));
     return json(200, out);
   }
   if (path == "/rules" || path == "/rules/") {
