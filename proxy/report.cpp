@@ -1,5 +1,7 @@
 #include "proxy/report.h"
 
+#include <algorithm>
+
 #include "proxy/runtime.h"
 
 namespace faultline::proxy {
@@ -66,7 +68,18 @@ RunReport make_report(const Runtime& rt) {
         const auto stats = p->rules->stats(i);
         report.rules.push_back({p->spec->name, p->spec->rules[i].name, stats.matched, stats.fired});
       }
-    for (const auto& t : p->toxics) report.toxics.push_back({p->spec->name, t->spec->name, t->fired.load()});
+    // One entry per toxic name: a toxic changed through the control API carries its count into its
+    // replacement; one removed and made again adds up.
+    for (const auto& t : p->toxics) {
+      if (t->superseded) continue;
+      auto same = std::find_if(report.toxics.begin(), report.toxics.end(), [&](const RunReport::Toxic& x) {
+        return x.proxy == p->spec->name && x.name == t->spec->name;
+      });
+      if (same != report.toxics.end())
+        same->connections += t->fired.load();
+      else
+        report.toxics.push_back({p->spec->name, t->spec->name, t->fired.load()});
+    }
   }
   for (const auto& ex : rt.scenario.expects) {
     RunReport::Expectation e;
@@ -77,7 +90,7 @@ RunReport make_report(const Runtime& rt) {
     for (const auto& p : rt.proxies) {
       if (e.toxic) {
         for (const auto& t : p->toxics)
-          if (t->spec->name == ex.name) e.fired += t->fired.load();
+          if (!t->superseded && t->spec->name == ex.name) e.fired += t->fired.load();
       } else if (p->rules) {
         e.fired += p->rules->stats(ex.name).fired;
       }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,11 @@ namespace faultline::proxy {
 
 struct ToxicRuntime {
   const faults::ToxicSpec* spec = nullptr;
+  std::unique_ptr<faults::ToxicSpec> owned_spec;  // a toxic made or changed through the control API
+  // Removed through the control API (or replaced by a changed copy): never again decided; kept in memory,
+  // since connections may still run it. Written under the proxy's toxics_mu.
+  bool removed = false;
+  bool superseded = false;  // removed because a changed copy took its place (its count went with it)
   std::atomic<uint64_t> fired{0};  // connections it took effect on
   std::atomic<bool> expiry_reported{false};  // its ttl ran out and the log and journal said so
   std::atomic<bool> enabled{true};           // off: takes effect on no new connection (the kill switch)
@@ -62,6 +68,8 @@ struct ProxyRuntime {
   std::atomic<uint64_t> connect_errors{0};  // upstream connections that could not be made (or TLS set up)
   LatencyHistogram upstream_latency;
   std::vector<std::unique_ptr<ToxicRuntime>> toxics;
+  // Guards `toxics` against the control API changing it (on worker 0) while another worker accepts.
+  mutable std::mutex toxics_mu;
   std::unique_ptr<faults::RuleEngine> rules;  // null when the proxy has no rules
   bool needs_body = false;                    // json matchers or functions (or a mock) read request bodies
   std::string upstream_host_header;           // Host for the upstream: host, with :port unless the default

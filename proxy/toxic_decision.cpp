@@ -14,9 +14,10 @@ ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, u
                            const std::string& tag) {
   ActiveToxics out;
   const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
+  std::lock_guard lock(proxy.toxics_mu);
   for (auto& tr : proxy.toxics) {
     const faults::ToxicSpec& spec = *tr->spec;
-    if (!tr->enabled.load(std::memory_order_relaxed)) continue;
+    if (tr->removed || !tr->enabled.load(std::memory_order_relaxed)) continue;
     if (!rt.replay && spec.ttl_s && now_s >= *spec.ttl_s) continue;  // switched itself off (replay: not consulted)
     bool active;
     if (rt.replay) {
@@ -49,6 +50,7 @@ void expire_ttls(Runtime& rt) {
         spdlog::info("rule '{}' (proxy '{}'): its ttl is over, switched off", name, p->spec->name);
     for (auto& tr : p->toxics) {
       const faults::ToxicSpec& spec = *tr->spec;
+      if (tr->removed) continue;
       if (rt.replay || !spec.ttl_s || now_s < *spec.ttl_s || tr->expiry_reported.exchange(true)) continue;
       faults::Journal::Entry e;
       e["proxy"] = p->spec->name;

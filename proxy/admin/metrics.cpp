@@ -1,6 +1,8 @@
 #include "proxy/admin/metrics.h"
 
 #include <cstdio>
+#include <map>
+#include <tuple>
 
 #include "proxy/runtime.h"
 
@@ -116,18 +118,24 @@ std::string metrics_text(const Runtime& rt, double uptime_s) {
     if (p->rules)
       for (const auto& r : p->spec->rules)
         w.sample("faultline_rule_enabled", {{"proxy", p->spec->name}, {"rule", r.name}}, p->rules->enabled(r.name) ? "1" : "0");
+  // One series per toxic name (a toxic changed or made again through the control API adds up).
+  std::map<std::tuple<std::string, std::string, std::string, std::string>, uint64_t> connections;
+  std::map<std::pair<std::string, std::string>, bool> on;
+  for (const auto& p : rt.proxies)
+    for (const auto& t : p->toxics) {
+      if (t->superseded) continue;
+      connections[{p->spec->name, t->spec->name, t->spec->type, faults::to_string(t->spec->stream)}] += t->fired.load();
+      bool& enabled = on[{p->spec->name, t->spec->name}];
+      enabled = enabled || (!t->removed && t->enabled.load() && !t->expiry_reported.load());
+    }
   w.family("faultline_toxic_connections_total", "counter", "Connections a toxic took effect on.");
-  for (const auto& p : rt.proxies)
-    for (const auto& t : p->toxics)
-      w.sample("faultline_toxic_connections_total",
-               {{"proxy", p->spec->name}, {"toxic", t->spec->name}, {"type", t->spec->type},
-                {"stream", faults::to_string(t->spec->stream)}},
-               u(t->fired.load()));
+  for (const auto& [key, n] : connections)
+    w.sample("faultline_toxic_connections_total",
+             {{"proxy", std::get<0>(key)}, {"toxic", std::get<1>(key)}, {"type", std::get<2>(key)}, {"stream", std::get<3>(key)}},
+             u(n));
   w.family("faultline_toxic_enabled", "gauge", "1 while a toxic takes effect on new connections.");
-  for (const auto& p : rt.proxies)
-    for (const auto& t : p->toxics)
-      w.sample("faultline_toxic_enabled", {{"proxy", p->spec->name}, {"toxic", t->spec->name}},
-               t->enabled.load() && !t->expiry_reported.load() ? "1" : "0");
+  for (const auto& [key, enabled] : on)
+    w.sample("faultline_toxic_enabled", {{"proxy", key.first}, {"toxic", key.second}}, enabled ? "1" : "0");
   w.family("faultline_upstream_connect_errors_total", "counter",
            "Upstream connections that could not be made (refused, unresolvable, timed out, TLS refused).");
   for (const auto& p : rt.proxies)

@@ -26,6 +26,7 @@ Json proxy_json(const ProxyRuntime& p) {
   j["active"] = p.active.load(std::memory_order_relaxed);
   j["toxics"] = Json::array();
   for (const auto& t : p.toxics) {
+    if (t->removed) continue;
     Json tj;
     tj["name"] = t->spec->name;
     tj["type"] = t->spec->type;

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "faults/address.h"
+#include "faults/toxics/registry.h"
 #include "proxy/runtime.h"
 #include "proxy/server.h"
 #include "proxy/worker.h"
@@ -30,11 +31,111 @@ Json toxic_json(const ToxicRuntime& t) {
   return j;
 }
 
+bool listed(const ToxicRuntime& t) { return !t.removed && t.enabled.load(); }
+
+// As Toxiproxy lists them: the upstream toxics, then the downstream ones, each in the order made.
 Json toxics_json(const ProxyRuntime& p) {
   Json out = Json::array();
-  for (const auto& t : p.toxics)
-    if (t->enabled.load()) out.push_back(toxic_json(*t));
+  for (auto stream : {faults::Stream::upstream, faults::Stream::downstream})
+    for (const auto& t : p.toxics)
+      if (listed(*t) && t->spec->stream == stream) out.push_back(toxic_json(*t));
   return out;
+}
+
+ToxicRuntime* find_toxic(ProxyRuntime& p, const std::string& name) {
+  for (auto& t : p.toxics)
+    if (listed(*t) && t->spec->name == name) return t.get();
+  return nullptr;
+}
+
+// The attributes of a toxic of `type`: those given (integers, at least the type's minimum), the others
+// at their defaults. Unknown attributes are ignored, as Toxiproxy's decoder does.
+std::optional<Response> read_attributes(const Json& given, const faults::ToxicType& type,
+                                        std::map<std::string, int64_t>* out) {
+  if (!given.is_null() && !given.is_object()) return error(400, "bad request body: \"attributes\" must be an object");
+  for (const auto& a : type.attributes) {
+    if (!out->count(a.name)) (*out)[a.name] = a.default_value;
+    if (!given.is_object() || !given.contains(a.name)) continue;
+    const Json& v = given[a.name];
+    if (!v.is_number() || (v.is_number_float() && v.get<double>() != static_cast<double>(static_cast<int64_t>(v.get<double>()))))
+      return error(400, std::string("bad request body: attribute '") + a.name + "' must be an integer");
+    const int64_t n = v.is_number_float() ? static_cast<int64_t>(v.get<double>()) : v.get<int64_t>();
+    if (n < a.min)
+      return error(400, std::string("bad request body: attribute '") + a.name + "' must be >= " + std::to_string(a.min));
+    (*out)[a.name] = n;
+  }
+  return std::nullopt;
+}
+
+std::optional<Response> read_toxicity(const Json& body, double* toxicity) {
+  if (!body.contains("toxicity")) return std::nullopt;
+  const Json& v = body["toxicity"];
+  if (!v.is_number() || v.get<double>() < 0.0 || v.get<double>() > 1.0)
+    return error(400, "bad request body: toxicity must be a number between 0 and 1");
+  *toxicity = v.get<double>();
+  return std::nullopt;
+}
+
+Response create_toxic(const Request& req, ProxyRuntime& p) {
+  const Json body = Json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return error(400, "bad request body: not a JSON object");
+  for (const char* k : {"name", "type", "stream"})
+    if (body.contains(k) && !body[k].is_string()) return error(400, std::string("bad request body: \"") + k + "\" must be a string");
+  auto spec = std::make_unique<faults::ToxicSpec>();
+  spec->type = body.value("type", "");
+  const std::string stream = body.value("stream", "downstream");
+  const auto parsed = faults::stream_from(stream);
+  if (!parsed) return error(400, "stream was invalid, can be either upstream or downstream");
+  spec->stream = *parsed;
+  spec->name = body.value("name", "");
+  if (spec->name.empty()) spec->name = spec->type + "_" + stream;
+  const faults::ToxicType* type = faults::find_toxic_type(spec->type);
+  if (!type) return error(400, "invalid toxic type");
+  if (find_toxic(p, spec->name)) return error(409, "toxic already exists");
+  if (auto bad = read_toxicity(body, &spec->toxicity)) return *bad;
+  if (auto bad = read_attributes(body.contains("attributes") ? body["attributes"] : Json(), *type, &spec->attributes))
+    return *bad;
+  spec->where = "control API";
+  auto t = std::make_unique<ToxicRuntime>();
+  t->spec = spec.get();
+  t->owned_spec = std::move(spec);
+  const Json out = toxic_json(*t);
+  spdlog::info("proxy '{}': toxic '{}' added (control API)", p.spec->name, t->spec->name);
+  std::lock_guard lock(p.toxics_mu);
+  p.toxics.push_back(std::move(t));
+  return json(200, out);
+}
+
+// Attributes given are changed, the others kept; toxicity likewise. The changed toxic takes the old one's
+// place (and count); the old one stays in memory for the connections that run it.
+Response update_toxic(const Request& req, ProxyRuntime& p, ToxicRuntime& old) {
+  const Json body = Json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) return error(400, "bad request body: not a JSON object");
+  auto spec = std::make_unique<faults::ToxicSpec>(*old.spec);
+  if (auto bad = read_toxicity(body, &spec->toxicity)) return *bad;
+  if (auto bad = read_attributes(body.contains("attributes") ? body["attributes"] : Json(),
+                                 *faults::find_toxic_type(spec->type), &spec->attributes))
+    return *bad;
+  spec->where = "control API";
+  auto t = std::make_unique<ToxicRuntime>();
+  t->spec = spec.get();
+  t->owned_spec = std::move(spec);
+  t->fired.store(old.fired.load());
+  const Json out = toxic_json(*t);
+  std::lock_guard lock(p.toxics_mu);
+  old.removed = old.superseded = true;
+  for (auto it = p.toxics.begin(); it != p.toxics.end(); ++it)
+    if (it->get() == &old) {
+      p.toxics.insert(it + 1, std::move(t));
+      break;
+    }
+  spdlog::info("proxy '{}': toxic '{}' changed (control API)", p.spec->name, old.spec->name);
+  return json(200, out);
+}
+
+void remove_toxic(ProxyRuntime& p, ToxicRuntime& t) {
+  std::lock_guard lock(p.toxics_mu);
+  t.removed = true;
 }
 
 Json proxy_json(const ProxyRuntime& p) {
@@ -136,8 +237,10 @@ ProxyRuntime* replace(Runtime& rt, ProxyRuntime& old, const ProxyInput& in) {
   old.removed = true;
   ProxyRuntime* p = make_proxy(rt, in);
   for (auto& t : old.toxics) {
+    if (t->removed) continue;
     auto copy = std::make_unique<ToxicRuntime>();
-    copy->spec = t->spec;
+    copy->spec = t->spec;  // (the old proxy keeps its toxics, and their specs, in memory)
+    t->superseded = true;  // its count goes on in the copy
     copy->fired.store(t->fired.load());
     copy->enabled.store(t->enabled.load());
     p->toxics.push_back(std::move(copy));
@@ -264,7 +367,7 @@ Response toxiproxy(const Request& req, Runtime& rt) {
       if (p->removed) continue;
       std::string why;
       if (!p->enabled && !start(rt, *p, &why)) return error(500, "listen " + p->spec->listen + ": " + why);
-      for (auto& t : p->toxics) t->enabled.store(false);
+      for (auto& t : p->toxics) remove_toxic(*p, *t);
     }
     spdlog::info("control API (Toxiproxy): reset: every proxy enabled, every toxic removed");
     return {204, "", "application/json"};
@@ -304,21 +407,19 @@ Response toxiproxy(const Request& req, Runtime& rt) {
   if (!p) return error(404, "proxy not found");
   if (sub == "toxics") {
     if (m == "GET") return json(200, toxics_json(*p));
-    if (m == "POST")
-      return error(501, "adding toxics through the Toxiproxy API is not supported by faultline yet: declare them "
-                        "in the scenario (p:toxic{...})");
+    if (m == "POST") return create_toxic(req, *p);
     return not_allowed();
   }
-  const std::string toxic = sub.substr(7);
-  const ToxicRuntime* found = nullptr;
-  for (const auto& t : p->toxics)
-    if (t->enabled.load() && t->spec->name == toxic) found = t.get();
-  if (m == "GET") return found ? json(200, toxic_json(*found)) : error(404, "toxic not found");
-  if (m == "POST" || m == "PATCH" || m == "DELETE") {
-    if (!found) return error(404, "toxic not found");
-    return error(501, "changing toxics through the Toxiproxy API is not supported by faultline yet");
+  ToxicRuntime* found = find_toxic(*p, sub.substr(7));
+  if (m != "GET" && m != "POST" && m != "PATCH" && m != "DELETE") return not_allowed();
+  if (!found) return error(404, "toxic not found");
+  if (m == "GET") return json(200, toxic_json(*found));
+  if (m == "DELETE") {
+    remove_toxic(*p, *found);
+    spdlog::info("proxy '{}': toxic '{}' removed (control API)", p->spec->name, found->spec->name);
+    return {204, "", "application/json"};
   }
-  return not_allowed();
+  return update_toxic(req, *p, *found);
 }
 
 }  // namespace faultline::proxy::admin

@@ -1,7 +1,7 @@
 """Toxiproxy's REST API at the root of the control API (SPEC §5): endpoint by endpoint with
 Toxiproxy's shapes, status codes and error bodies, real connections through the proxies it makes,
 and the published client library (toxiproxy-node-client from npm) through a suite's usual workflow.
-Toxics cannot be changed through this API yet (501, documented in docs/toxiproxy.md)."""
+Toxics made through the API act on connections accepted after the change (docs/toxiproxy.md)."""
 
 import json
 import os
@@ -130,9 +130,45 @@ class ToxiproxyApiTest(unittest.TestCase):
         self.assertEqual(call(self.api + "/proxies/dup", "DELETE"), (204, None))
         self.assertEqual(call(self.api + "/proxies/dup", "DELETE")[0], 404)
         self.assertEqual(call(self.api + "/proxies/web", "POST", {"upstream": self.up})[0], 400)  # an http proxy of the scenario
-        self.assertEqual(call(self.api + "/proxies/db/toxics", "POST", {"type": "latency"})[0], 501)
+        self.assertEqual(call(self.api + "/proxies/db/toxics", "POST", {"type": "warp"}),
+                         (400, {"error": "invalid toxic type", "status": 400}))
+        self.assertEqual(call(self.api + "/proxies/db/toxics", "POST", {"type": "latency", "stream": "sideways"}),
+                         (400, {"error": "stream was invalid, can be either upstream or downstream", "status": 400}))
+        self.assertEqual(call(self.api + "/proxies/db/toxics", "POST", {"type": "latency"}),
+                         (409, {"error": "toxic already exists", "status": 409}))  # latency_downstream, the scenario's
+        self.assertEqual(call(self.api + "/proxies/db/toxics", "POST",
+                              {"type": "latency", "name": "neg", "attributes": {"latency": -5}})[0], 400)
+        self.assertEqual(call(self.api + "/proxies/db/toxics/nope", "DELETE"), (404, {"error": "toxic not found", "status": 404}))
         self.assertEqual(call(self.api + "/proxies", ua="Mozilla/5.0 (X11)"), (403, {"error": "User agent not allowed", "status": 403}))
         self.assertTrue(self.fl.alive())
+
+    def test_toxics_made_changed_and_removed_through_the_api_act_on_new_connections(self):
+        _, p = call(self.api + "/proxies", "POST", {"name": "cache", "upstream": self.up})
+        addr = self.addr(p["listen"])
+
+        def round_trip_ms():
+            with connect(addr) as c:
+                return echo_round_trip(c) * 1000
+        status, toxic = call(self.api + "/proxies/cache/toxics", "POST",
+                             {"type": "latency", "attributes": {"latency": 300}})
+        self.assertEqual(status, 200)  # Toxiproxy answers 200 here (201 is for proxies)
+        self.assertEqual(toxic, {"attributes": {"jitter": 0, "latency": 300}, "name": "latency_downstream",
+                                 "type": "latency", "stream": "downstream", "toxicity": 1.0})
+        self.assertGreaterEqual(round_trip_ms(), 300)
+        status, changed = call(self.api + "/proxies/cache/toxics/latency_downstream", "PATCH", {"attributes": {"latency": 0}})
+        self.assertEqual((status, changed["attributes"]), (200, {"jitter": 0, "latency": 0}))
+        self.assertLess(round_trip_ms(), 300)
+        _, up = call(self.api + "/proxies/cache/toxics", "POST",
+                     {"type": "limit_data", "stream": "upstream", "attributes": {"bytes": 10}})
+        self.assertEqual(up["name"], "limit_data_upstream")
+        _, listed = call(self.api + "/proxies/cache/toxics")
+        self.assertEqual([t["name"] for t in listed], ["limit_data_upstream", "latency_downstream"])  # upstream first
+        self.assertEqual(call(self.api + "/proxies/cache/toxics/limit_data_upstream", "DELETE"), (204, None))
+        self.assertEqual(call(self.api + "/reset", "POST")[0], 204)
+        self.assertEqual(call(self.api + "/proxies/cache/toxics"), (200, []))
+        # every toxic made through the API was decided per connection and journaled like the scenario's
+        _, report = call(self.api + "/faultline/v1/report")
+        self.assertIn({"proxy": "cache", "name": "latency_downstream", "connections": 2}, report["toxics"])
 
     def test_the_published_client_library_drives_a_suites_workflow(self):
         m = re.search(r"control API on (http://\S+)", self.fl.stderr_text())
@@ -146,6 +182,12 @@ class ToxiproxyApiTest(unittest.TestCase):
         self.assertEqual(steps["populated"], ["redis_master", "redis_replica"])
         self.assertEqual(steps["after-remove"], ["db", "redis_master", "web"])
         self.assertIn("404", steps["missing"])
+        self.assertEqual(steps["toxic"]["attributes"], {"latency": 300, "jitter": 0})
+        self.assertTrue(steps["slow-ms-at-least-300"])
+        self.assertEqual(steps["updated-latency"], 0)
+        self.assertTrue(steps["fast-ms-under-300"])
+        self.assertEqual(steps["get-toxic"], {"jitter": 0, "latency": 0})
+        self.assertIn("404", steps["toxic-after-remove"])
 
 
 if __name__ == "__main__":

@@ -56,3 +56,27 @@ try {
 }
 await (await toxiproxy.get("redis_replica")).remove();
 step("after-remove", Object.keys(await toxiproxy.getAll()).sort());
+
+// Toxics: a suite makes the dependency slow for one test, then heals it.
+const master = await toxiproxy.get("redis_master");
+const timed = async (payload) => {
+  const t0 = performance.now();
+  await echo(master.listen, payload);
+  return performance.now() - t0;
+};
+const slow = await master.addToxic({ type: "latency", name: "slow", stream: "downstream", toxicity: 1,
+                                     attributes: { latency: 300, jitter: 0 } });
+step("toxic", slow.toJson());
+step("slow-ms-at-least-300", (await timed("slow?")) >= 300);
+const fast = await slow.update({ type: "latency", name: "slow", stream: "downstream", toxicity: 1,
+                                 attributes: { latency: 0, jitter: 0 } });
+step("updated-latency", fast.attributes.latency);
+step("fast-ms-under-300", (await timed("fast?")) < 300);
+step("get-toxic", (await master.getToxic("slow")).toJson().attributes);
+await fast.remove();
+try {
+  await master.getToxic("slow");
+  step("toxic-after-remove", "still there");
+} catch (e) {
+  step("toxic-after-remove", e.message);
+}
