@@ -126,6 +126,48 @@ class AdminApiTest(unittest.TestCase):
         _, rules = call(self.api + "/rules")
         self.assertEqual([r["enabled"] for r in rules], [False, False])
 
+    def test_the_kill_switch_while_four_clients_keep_sending(self):
+        # Every answer stays whole and is either the fault or the upstream's, the clients never see a
+        # broken connection, and once the reset has answered no fault fires any more.
+        import threading
+        from faultline_testlib import HttpReader, http_request
+        fl = self.start()
+        stop = threading.Event()
+        seen, problems = [], []
+        after_reset = threading.Event()
+        late_faults = []
+
+        def client():
+            try:
+                with connect(fl.addr("web")) as s:
+                    reader = HttpReader(s)
+                    while not stop.is_set():
+                        was_after = after_reset.is_set()
+                        s.sendall(http_request("GET", "/echo/tea"))
+                        r = reader.response()
+                        seen.append(r.status)
+                        if r.status not in (200, 418):
+                            problems.append(r.status)
+                        if was_after and r.status == 418:
+                            late_faults.append(r)
+            except Exception as e:  # noqa: BLE001 - any error is the failure being tested for
+                problems.append(repr(e))
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: seen.count(418) >= 20, timeout=10, message="faults under traffic")
+        self.assertEqual(call(self.api + "/reset", "POST")[0], 200)
+        after_reset.set()
+        n = len(seen)
+        wait_until(lambda: len(seen) >= n + 40, timeout=10, message="traffic after the reset")
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        self.assertEqual(problems, [])
+        self.assertEqual(late_faults, [], "a fault fired after the kill switch answered")
+        self.assertIn(200, seen[n:])
+        self.assertTrue(fl.alive())
+
     def test_report_and_expectations_are_served(self):
         self.start()
         self.get_status("/echo/tea")
