@@ -57,6 +57,9 @@ class Toxic {
   virtual void on_end() = 0;
   // Bytes held inside this stage (not yet pushed on); used for backpressure.
   virtual size_t buffered() const { return 0; }
+  // The stage is taken out of a running chain (its toxic removed or changed): push on at once what it
+  // holds, and the end if it received one it has not passed on. Nothing else comes to it after this.
+  virtual void flush() {}
 };
 
 }  // namespace faultline::faults

@@ -190,6 +190,37 @@ void MessageSession::start_toxics() {
   }
 }
 
+// Toxiproxy's semantics: a toxic added, changed or removed through the API acts on open connections too:
+// the client's chain at once; upstream, the current connection's chain and those of later connections.
+void MessageSession::apply_toxic_change(const ToxicChange& change) {
+  if (closing_) return;
+  guard([&] {
+    auto active = [this](const faults::ToxicSpec* spec) {
+      if (spec->stream == faults::Stream::upstream) return std::find(up_specs_.begin(), up_specs_.end(), spec) != up_specs_.end();
+      return down_chain_ && down_chain_->find(spec) < down_chain_->size();
+    };
+    const auto edit = decide_change(worker_.runtime(), change, id_, ordinal_, tag(), active);
+    if (!edit) return;
+    if (edit->stream == faults::Stream::upstream) {
+      apply_edit(up_specs_, *edit, proxy_);
+      if (up_aborted_ || upstream_closing_) return;
+      if (up_)
+        apply_edit(*up_->chain, *edit, proxy_);
+      else if (upstream_ && edit->op != ToxicEdit::Op::remove)
+        start_upstream_chain();  // this connection's first toxic
+    } else {
+      if (down_aborted_ || !client_ || client_closing_) return;
+      if (!down_chain_) {
+        down_chain_ = std::make_unique<faults::ToxicChain>(std::vector<const faults::ToxicSpec*>{}, toxic_ctx_,
+                                                           worker_.env(), down_out_);
+        down_chain_->start();
+      }
+      apply_edit(*down_chain_, *edit, proxy_);
+    }
+    update_reading();
+  });
+}
+
 // --- upstream connections ---------------------------------------------------------------------------------
 
 // A connection for what goes upstream next: one of the pool's (pooled protocols) or a new one.

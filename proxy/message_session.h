@@ -36,6 +36,7 @@ class MessageSession final : public WorkerSession {
   static void accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* server, Factory factory);
   void force_close() override;
   const ProxyRuntime* proxy_runtime() const override { return &proxy_; }
+  void apply_toxic_change(const ToxicChange& change) override;
 
   static constexpr size_t kMaxUnparsed = 1024 * 1024;  // client bytes kept while requests cannot be handled
   static constexpr size_t kMaxSlots = 100000;          // replies awaited before the client is paused

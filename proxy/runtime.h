@@ -59,6 +59,7 @@ struct ProxyRuntime {
   bool removed = false;  // deleted through the API: kept in memory (connections may still refer to it)
   faults::HostPort upstream;
   std::string bound;                     // actual listen address, host:port
+  std::string rebind;                    // disabled: the address it listened on, to listen on again (port 0 resolved)
   std::atomic<uint64_t> connections{0};  // ordinal of the latest accepted connection
   std::atomic<uint64_t> active{0};
   // For GET /metrics.

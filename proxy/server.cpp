@@ -181,7 +181,8 @@ bool setup_tls(ProxyRuntime& p, std::string* why) {
 // Binds `count` listening sockets to the proxy's listen address (the same port for all).
 bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::string* why) {
   std::string err;
-  auto hp = faults::parse_host_port(p.spec->listen, &err);
+  // A proxy listening again after being disabled takes the port it had, even when it asked for port 0.
+  auto hp = faults::parse_host_port(p.rebind.empty() ? p.spec->listen : p.rebind, &err);
   if (!hp) {
     *why = "listen '" + p.spec->listen + "': " + err;
     return false;

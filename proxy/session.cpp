@@ -150,6 +150,28 @@ void Session::decide_toxics() {
     down_->chain = std::make_unique<faults::ToxicChain>(active.downstream, ctx, worker_.env(), *down_);
 }
 
+// Toxiproxy's semantics: a toxic added, changed or removed through the API acts on open connections too.
+void Session::apply_toxic_change(const ToxicChange& change) {
+  if (closing_ || draining_) return;
+  auto active = [this](const faults::ToxicSpec* spec) {
+    Pipe& pipe = spec->stream == faults::Stream::upstream ? *up_ : *down_;
+    return pipe.chain && pipe.chain->find(spec) < pipe.chain->size();
+  };
+  const auto edit = proxy::decide_change(worker_.runtime(), change, id_, ordinal_, tag(), active);
+  if (!edit) return;
+  Pipe& pipe = edit->stream == faults::Stream::upstream ? *up_ : *down_;
+  if (!pipe.chain) {
+    Runtime& rt = worker_.runtime();
+    faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
+    pipe.chain = std::make_unique<faults::ToxicChain>(std::vector<const faults::ToxicSpec*>{}, ctx, worker_.env(), pipe);
+    if (connected_) pipe.chain->start();
+  }
+  // A chain whose stream has ended takes nothing new; one that lets go of an end closes that side.
+  if (pipe.ended) return;
+  proxy::apply_edit(*pipe.chain, *edit, proxy_);
+  if (!closing_) check_backpressure(pipe);
+}
+
 void Session::on_connected() {
   if (closing_) return;
   connected_ = true;

@@ -24,6 +24,7 @@ class Session final : public WorkerSession {
   // Grace period over: close now, FIN where possible.
   void force_close() override;
   const ProxyRuntime* proxy_runtime() const override { return &proxy_; }
+  void apply_toxic_change(const ToxicChange& change) override;
 
  private:
   struct Pipe;

@@ -1,45 +1,205 @@
 #include "proxy/toxic_decision.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
 #include "faults/decider.h"
+#include "proxy/worker.h"
 
 namespace faultline::proxy {
+
+namespace {
+
+// Whether `tr` takes effect on connection `ordinal`: from the seed, or the replay set. When it does, it is
+// counted and journaled.
+bool decide_one(Runtime& rt, ProxyRuntime& proxy, ToxicRuntime& tr, uint64_t conn_id, uint64_t ordinal,
+                const std::string& tag) {
+  const faults::ToxicSpec& spec = *tr.spec;
+  bool active;
+  if (rt.replay) {
+    active = rt.replay->toxic_fires(proxy.spec->name, spec.name, ordinal);
+  } else {
+    auto rng = faults::decide(rt.scenario.seed, proxy.spec->name + "/" + spec.name, "", ordinal);
+    active = rng.uniform01() < spec.toxicity;
+  }
+  if (!active) return false;
+  tr.fired.fetch_add(1, std::memory_order_relaxed);
+  faults::Journal::Entry e;
+  e["proxy"] = proxy.spec->name;
+  e["conn"] = conn_id;
+  e["toxic"] = spec.name;
+  e["type"] = spec.type;
+  e["stream"] = faults::to_string(spec.stream);
+  e["match"] = ordinal;
+  rt.journal.record(e);
+  spdlog::debug("{} toxic '{}' takes effect", tag, spec.name);
+  return true;
+}
+
+// Off for new connections: removed, switched off, or past its ttl (replay does not consult ttl).
+bool switched_off(const Runtime& rt, const ToxicRuntime& tr, double now_s) {
+  if (tr.removed || !tr.enabled.load(std::memory_order_relaxed)) return true;
+  return !rt.replay && tr.spec->ttl_s && now_s >= *tr.spec->ttl_s;
+}
+
+double run_seconds(const Runtime& rt) { return static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9; }
+
+}  // namespace
 
 ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
                            const std::string& tag) {
   ActiveToxics out;
-  const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
+  const double now_s = run_seconds(rt);
   std::lock_guard lock(proxy.toxics_mu);
   for (auto& tr : proxy.toxics) {
+    if (switched_off(rt, *tr, now_s) || !decide_one(rt, proxy, *tr, conn_id, ordinal, tag)) continue;
     const faults::ToxicSpec& spec = *tr->spec;
-    if (tr->removed || !tr->enabled.load(std::memory_order_relaxed)) continue;
-    if (!rt.replay && spec.ttl_s && now_s >= *spec.ttl_s) continue;  // switched itself off (replay: not consulted)
-    bool active;
-    if (rt.replay) {
-      active = rt.replay->toxic_fires(proxy.spec->name, spec.name, ordinal);
-    } else {
-      auto rng = faults::decide(rt.scenario.seed, proxy.spec->name + "/" + spec.name, "", ordinal);
-      active = rng.uniform01() < spec.toxicity;
-    }
-    if (!active) continue;
-    tr->fired.fetch_add(1, std::memory_order_relaxed);
-    faults::Journal::Entry e;
-    e["proxy"] = proxy.spec->name;
-    e["conn"] = conn_id;
-    e["toxic"] = spec.name;
-    e["type"] = spec.type;
-    e["stream"] = faults::to_string(spec.stream);
-    e["match"] = ordinal;
-    rt.journal.record(e);
-    spdlog::debug("{} toxic '{}' takes effect", tag, spec.name);
     (spec.stream == faults::Stream::upstream ? out.upstream : out.downstream).push_back(&spec);
   }
   return out;
+}
+
+// Toxiproxy's API answers once every open connection has the change (its links are changed under the
+// collection's lock), so a suite can add a toxic and at once expect the next request to feel it. Here the
+// calling worker (worker 0: the control API, the ttl timer) applies it at once and waits, bounded, for the
+// others to have applied it on their loops. They never wait for worker 0, so this cannot deadlock.
+void broadcast_toxic_change(Runtime& rt, const ToxicChange& change) {
+  struct Latch {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left = 0;
+  };
+  auto latch = std::make_shared<Latch>();
+  auto done = [latch] {
+    std::lock_guard lock(latch->mu);
+    if (--latch->left == 0) latch->cv.notify_all();
+  };
+  for (size_t i = 1; i < rt.workers.size(); ++i) {
+    {
+      std::lock_guard lock(latch->mu);
+      ++latch->left;
+    }
+    const bool posted = rt.workers[i]->post([change, done](Worker& worker) {
+      try {
+        worker.apply_toxic_change(change);
+      } catch (...) {
+        done();
+        throw;
+      }
+      done();
+    });
+    if (!posted) done();  // stopping: it has no connections to change
+  }
+  if (!rt.workers.empty()) rt.workers[0]->apply_toxic_change(change);
+  std::unique_lock lock(latch->mu);
+  if (!latch->cv.wait_for(lock, std::chrono::seconds(2), [&] { return latch->left == 0; }))
+    spdlog::warn("toxic '{}' (proxy '{}'): a worker was slow to apply the change; it applies it soon",
+                 change.toxic->spec->name, change.proxy->spec->name);
+}
+
+std::optional<ToxicEdit> decide_change(Runtime& rt, const ToxicChange& change, uint64_t conn_id, uint64_t ordinal,
+                                       const std::string& tag,
+                                       const std::function<bool(const faults::ToxicSpec*)>& active) {
+  ProxyRuntime& proxy = *change.proxy;
+  ToxicRuntime& tr = *change.toxic;
+  const faults::ToxicSpec* spec = tr.spec;
+  ToxicEdit edit;
+  edit.stream = spec->stream;
+  if (change.kind == ToxicChange::Kind::removed) {
+    if (!active(spec)) return std::nullopt;
+    edit.op = ToxicEdit::Op::remove;
+    edit.old = spec;
+    return edit;
+  }
+  // Added or changed. A connection accepted since has decided it already.
+  if (active(spec)) return std::nullopt;
+  const bool had_old = change.kind == ToxicChange::Kind::changed && active(change.old);
+  bool now_on;
+  {
+    std::lock_guard lock(proxy.toxics_mu);
+    if (switched_off(rt, tr, run_seconds(rt))) {
+      now_on = false;  // removed again before this worker got to it: a later change says so
+    } else if (had_old) {
+      // Already running here: the same draw decides whether it still does under its new toxicity. The
+      // count and the journal already have this connection.
+      if (rt.replay) {
+        now_on = rt.replay->toxic_fires(proxy.spec->name, spec->name, ordinal);
+      } else {
+        now_on = faults::decide(rt.scenario.seed, proxy.spec->name + "/" + spec->name, "", ordinal).uniform01() <
+                 spec->toxicity;
+      }
+    } else {
+      now_on = decide_one(rt, proxy, tr, conn_id, ordinal, tag);
+    }
+  }
+  if (had_old) {
+    edit.op = now_on ? ToxicEdit::Op::replace : ToxicEdit::Op::remove;
+    edit.old = change.old;
+    edit.now = now_on ? spec : nullptr;
+    return edit;
+  }
+  if (!now_on) return std::nullopt;
+  edit.op = ToxicEdit::Op::insert;
+  edit.now = spec;
+  return edit;
+}
+
+namespace {
+
+// Where a stage for `spec` goes among `count` stages (spec_at(i)): after every one whose toxic comes
+// before it in the proxy's list (a changed toxic's copy sits right after the one it replaced).
+template <typename SpecAt>
+size_t insert_position(ProxyRuntime& proxy, size_t count, SpecAt spec_at, const faults::ToxicSpec* spec) {
+  std::lock_guard lock(proxy.toxics_mu);
+  auto order = [&](const faults::ToxicSpec* s) {
+    for (size_t i = 0; i < proxy.toxics.size(); ++i)
+      if (proxy.toxics[i]->spec == s) return i;
+    return proxy.toxics.size();
+  };
+  const size_t mine = order(spec);
+  size_t pos = 0;
+  while (pos < count && order(spec_at(pos)) < mine) ++pos;
+  return pos;
+}
+
+}  // namespace
+
+void apply_edit(faults::ToxicChain& chain, const ToxicEdit& edit, ProxyRuntime& proxy) {
+  switch (edit.op) {
+    case ToxicEdit::Op::remove:
+      chain.remove(edit.old);
+      break;
+    case ToxicEdit::Op::replace:
+      chain.replace(edit.old, *edit.now);
+      break;
+    case ToxicEdit::Op::insert:
+      chain.insert(insert_position(proxy, chain.size(), [&](size_t i) { return chain.spec_at(i); }, edit.now),
+                   *edit.now);
+      break;
+  }
+}
+
+void apply_edit(std::vector<const faults::ToxicSpec*>& specs, const ToxicEdit& edit, ProxyRuntime& proxy) {
+  switch (edit.op) {
+    case ToxicEdit::Op::remove:
+      std::erase(specs, edit.old);
+      break;
+    case ToxicEdit::Op::replace:
+      std::replace(specs.begin(), specs.end(), edit.old, edit.now);
+      break;
+    case ToxicEdit::Op::insert: {
+      const size_t pos = insert_position(proxy, specs.size(), [&](size_t i) { return specs[i]; }, edit.now);
+      specs.insert(specs.begin() + static_cast<std::ptrdiff_t>(pos), edit.now);
+      break;
+    }
+  }
 }
 
 void expire_ttls(Runtime& rt) {
@@ -57,8 +217,9 @@ void expire_ttls(Runtime& rt) {
       e["toxic"] = spec.name;
       e["expired"] = true;
       rt.journal.record(e);
-      spdlog::info("toxic '{}' (proxy '{}'): its ttl of {} s is over, switched off for new connections", spec.name,
-                   p->spec->name, *spec.ttl_s);
+      spdlog::info("toxic '{}' (proxy '{}'): its ttl of {} s is over, switched off", spec.name, p->spec->name,
+                   *spec.ttl_s);
+      broadcast_toxic_change(rt, {ToxicChange::Kind::removed, p.get(), tr.get(), nullptr});
     }
   }
 }

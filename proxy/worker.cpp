@@ -8,6 +8,7 @@
 
 #include "proxy/conn.h"
 #include "proxy/protocols.h"
+#include "proxy/toxic_decision.h"
 
 namespace faultline::proxy {
 
@@ -67,12 +68,12 @@ Worker::Worker(Runtime& runtime, int index, std::vector<int> listen_fds)
   task_async_.data = this;
 }
 
-void Worker::post(std::function<void(Worker&)> task) {
-  {
-    std::lock_guard lock(tasks_mu_);
-    tasks_.push_back(std::move(task));
-  }
+bool Worker::post(std::function<void(Worker&)> task) {
+  std::lock_guard lock(tasks_mu_);
+  if (tasks_closed_) return false;
+  tasks_.push_back(std::move(task));
   uv_async_send(&task_async_);
+  return true;
 }
 
 void Worker::run_tasks() {
@@ -114,6 +115,15 @@ void Worker::unlisten_proxy(const ProxyRuntime* proxy, bool close_connections) {
   for (WorkerSession* s : sessions_)
     if (s->proxy_runtime() == proxy) open.push_back(s);
   for (WorkerSession* s : open) s->force_close();
+}
+
+void Worker::apply_toxic_change(const ToxicChange& change) {
+  std::vector<WorkerSession*> open;
+  for (WorkerSession* s : sessions_)
+    if (s->proxy_runtime() == change.proxy) open.push_back(s);
+  // A change may end a connection (a toxic letting go of an end): each is looked up again before its turn.
+  for (WorkerSession* s : open)
+    if (sessions_.contains(s)) s->apply_toxic_change(change);
 }
 
 Worker::~Worker() {
@@ -238,6 +248,10 @@ void Worker::close_own_handles() {
   if (read_buffer_) pool_.give(std::move(read_buffer_));
   uv_close(as_handle(&grace_timer_), nullptr);
   uv_close(as_handle(&stop_async_), nullptr);
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_closed_ = true;  // nothing posted from here on would run
+  }
   uv_close(as_handle(&task_async_), nullptr);
   if (loop_stop_hook_) loop_stop_hook_();
 }

@@ -17,6 +17,7 @@
 namespace faultline::proxy {
 
 class Conn;
+struct ToxicChange;
 
 // What a worker closes when its grace period ends: a TCP Session or a protocol-aware one.
 class WorkerSession {
@@ -25,6 +26,8 @@ class WorkerSession {
   virtual void force_close() = 0;
   // The proxy whose client connection this is (null: not a proxy's, e.g. the control API's).
   virtual const ProxyRuntime* proxy_runtime() const { return nullptr; }
+  // A toxic of its proxy was added, removed or changed while it runs (toxic_decision.h).
+  virtual void apply_toxic_change(const ToxicChange&) {}
 };
 
 class Worker {
@@ -48,11 +51,14 @@ class Worker {
   // proxies' listeners when the worker stops. Call from on_loop_start. False (and *why) when libuv refuses it.
   bool add_listener(int fd, std::function<void(uv_stream_t*)> on_connection, std::string* why);
   // Thread-safe: runs `task` on this worker's loop soon (the control API changing proxies at run time).
-  void post(std::function<void(Worker&)> task);
+  // False, and the task dropped, once the worker has closed its handles (it is stopping).
+  bool post(std::function<void(Worker&)> task);
   // On this worker's loop: serve `proxy` on the bound, listening `fd` (taken over), or stop serving it,
   // closing its listener and, with close_connections, its open client connections.
   void listen_proxy(ProxyRuntime* proxy, int fd);
   void unlisten_proxy(const ProxyRuntime* proxy, bool close_connections);
+  // On this worker's loop: the open connections of the changed toxic's proxy apply the change.
+  void apply_toxic_change(const ToxicChange& change);
 
   uv_loop_t* loop() noexcept { return &loop_; }
   faults::BufferPool& pool() noexcept { return pool_; }
@@ -94,6 +100,7 @@ class Worker {
   uv_async_t task_async_;
   std::mutex tasks_mu_;
   std::vector<std::function<void(Worker&)>> tasks_;
+  bool tasks_closed_ = false;  // under tasks_mu_
   uv_timer_t grace_timer_;
   faults::BufferPool pool_;
   LoopEnv env_;

@@ -37,6 +37,17 @@ class Bandwidth final : public Toxic {
 
   size_t buffered() const override { return held_; }
 
+  void flush() override {
+    timer_->stop();
+    const bool end_held = ended_ && !queue_.empty();
+    while (!queue_.empty()) {
+      out_.push(std::move(queue_.front().chunk));
+      queue_.pop_front();
+    }
+    held_ = 0;
+    if (end_held) out_.end();
+  }
+
  private:
   struct Held {
     uint64_t entered_us;  // when the chunk reached this stage: an idle link earns no burst credit

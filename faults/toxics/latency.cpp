@@ -51,6 +51,20 @@ class Latency final : public Toxic {
 
   size_t buffered() const override { return held_; }
 
+  // Toxiproxy's latency toxic, interrupted, sends the chunk it holds at once: "don't drop any data".
+  void flush() override {
+    timer_->stop();
+    const bool end_held = ended_ && !queue_.empty();
+    // Not restamped: a changed latency that follows counts its delay from when the chunk arrived, as
+    // Toxiproxy's does from the chunk's timestamp.
+    while (!queue_.empty()) {
+      out_.push(std::move(queue_.front().chunk));
+      queue_.pop_front();
+    }
+    held_ = 0;
+    if (end_held) out_.end();
+  }
+
  private:
   struct Held {
     uint64_t due_us;

@@ -48,6 +48,18 @@ class Slicer final : public Toxic {
 
   size_t buffered() const override { return held_; }
 
+  void flush() override {
+    timer_->stop();
+    const bool end_held = ended_ && (!queue_.empty() || cooling_);
+    while (!queue_.empty()) {
+      out_.push(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    held_ = 0;
+    cooling_ = false;
+    if (end_held) out_.end();
+  }
+
  private:
   uint64_t draw_size(uint64_t slice_start) const {
     const int64_t size = decide(seed_, name_, key_, slice_start).range(average_ - variation_, average_ + variation_);

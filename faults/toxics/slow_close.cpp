@@ -13,7 +13,7 @@ uint64_t ms_to_us(int64_t ms) { return static_cast<uint64_t>(std::clamp<int64_t>
 class SlowClose final : public Toxic {
  public:
   SlowClose(const ToxicSpec& spec, ToxicEnv& env, ToxicOutput& out)
-      : out_(out), delay_us_(ms_to_us(spec.attr("delay"))), timer_(env.make_timer([this] { out_.end(); })) {}
+      : out_(out), delay_us_(ms_to_us(spec.attr("delay"))), timer_(env.make_timer([this] { release(); })) {}
 
   void on_data(Chunk chunk) override {
     if (ended_) return;
@@ -28,14 +28,27 @@ class SlowClose final : public Toxic {
       out_.end();
       return;
     }
+    end_held_ = true;
     timer_->start(delay_us_);
   }
 
+  void flush() override {
+    timer_->stop();
+    release();
+  }
+
  private:
+  void release() {
+    if (!end_held_) return;
+    end_held_ = false;
+    out_.end();
+  }
+
   ToxicOutput& out_;
   const uint64_t delay_us_;
   std::unique_ptr<Timer> timer_;
   bool ended_ = false;
+  bool end_held_ = false;  // the end came and waits for the delay
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "proxy/report.h"
 #include "proxy/runtime.h"
+#include "proxy/toxic_decision.h"
 
 namespace faultline::proxy::admin {
 
@@ -171,7 +172,8 @@ Response native(const Request& req, Runtime& rt, double now_s) {
       if (p->rules)
         for (const auto& r : p->spec->rules) rules += p->rules->set_enabled(r.name, false) ? 1 : 0;
       for (auto& t : p->toxics) {
-        t->enabled.store(false);
+        if (t->removed || !t->enabled.exchange(false)) continue;
+        broadcast_toxic_change(rt, {ToxicChange::Kind::removed, p.get(), t.get(), nullptr});
         ++toxics;
       }
     }

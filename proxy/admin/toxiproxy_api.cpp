@@ -9,6 +9,7 @@
 #include "faults/toxics/registry.h"
 #include "proxy/runtime.h"
 #include "proxy/server.h"
+#include "proxy/toxic_decision.h"
 #include "proxy/worker.h"
 
 namespace faultline::proxy::admin {
@@ -76,7 +77,7 @@ std::optional<Response> read_toxicity(const Json& body, double* toxicity) {
   return std::nullopt;
 }
 
-Response create_toxic(const Request& req, ProxyRuntime& p) {
+Response create_toxic(const Request& req, Runtime& rt, ProxyRuntime& p) {
   const Json body = Json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return error(400, "bad request body: not a JSON object");
   for (const char* k : {"name", "type", "stream"})
@@ -101,14 +102,18 @@ Response create_toxic(const Request& req, ProxyRuntime& p) {
   t->owned_spec = std::move(spec);
   const Json out = toxic_json(*t);
   spdlog::info("proxy '{}': toxic '{}' added (control API)", p.spec->name, t->spec->name);
-  std::lock_guard lock(p.toxics_mu);
-  p.toxics.push_back(std::move(t));
+  ToxicRuntime* added = t.get();
+  {
+    std::lock_guard lock(p.toxics_mu);
+    p.toxics.push_back(std::move(t));
+  }
+  broadcast_toxic_change(rt, {ToxicChange::Kind::added, &p, added, nullptr});
   return json(200, out);
 }
 
 // Attributes given are changed, the others kept; toxicity likewise. The changed toxic takes the old one's
 // place (and count); the old one stays in memory for the connections that run it.
-Response update_toxic(const Request& req, ProxyRuntime& p, ToxicRuntime& old) {
+Response update_toxic(const Request& req, Runtime& rt, ProxyRuntime& p, ToxicRuntime& old) {
   const Json body = Json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) return error(400, "bad request body: not a JSON object");
   auto spec = std::make_unique<faults::ToxicSpec>(*old.spec);
@@ -122,26 +127,35 @@ Response update_toxic(const Request& req, ProxyRuntime& p, ToxicRuntime& old) {
   t->owned_spec = std::move(spec);
   t->fired.store(old.fired.load());
   const Json out = toxic_json(*t);
-  std::lock_guard lock(p.toxics_mu);
-  old.removed = old.superseded = true;
-  for (auto it = p.toxics.begin(); it != p.toxics.end(); ++it)
-    if (it->get() == &old) {
-      p.toxics.insert(it + 1, std::move(t));
-      break;
-    }
+  ToxicRuntime* changed = t.get();
+  {
+    std::lock_guard lock(p.toxics_mu);
+    old.removed = old.superseded = true;
+    for (auto it = p.toxics.begin(); it != p.toxics.end(); ++it)
+      if (it->get() == &old) {
+        p.toxics.insert(it + 1, std::move(t));
+        break;
+      }
+  }
+  broadcast_toxic_change(rt, {ToxicChange::Kind::changed, &p, changed, old.spec});
   spdlog::info("proxy '{}': toxic '{}' changed (control API)", p.spec->name, old.spec->name);
   return json(200, out);
 }
 
-void remove_toxic(ProxyRuntime& p, ToxicRuntime& t) {
-  std::lock_guard lock(p.toxics_mu);
-  t.removed = true;
+// Gone for new connections and, soon, from the open ones (each worker lets go of what it holds).
+void remove_toxic(Runtime& rt, ProxyRuntime& p, ToxicRuntime& t) {
+  {
+    std::lock_guard lock(p.toxics_mu);
+    if (t.removed) return;
+    t.removed = true;
+  }
+  broadcast_toxic_change(rt, {ToxicChange::Kind::removed, &p, &t, nullptr});
 }
 
 Json proxy_json(const ProxyRuntime& p) {
   Json j;
   j["name"] = p.spec->name;
-  j["listen"] = p.enabled && !p.bound.empty() ? p.bound : p.spec->listen;
+  j["listen"] = p.enabled && !p.bound.empty() ? p.bound : !p.rebind.empty() ? p.rebind : p.spec->listen;
   j["upstream"] = p.spec->upstream;
   j["enabled"] = p.enabled;
   j["toxics"] = toxics_json(p);
@@ -183,6 +197,7 @@ void stop(Runtime& rt, ProxyRuntime& p) {
   for (size_t i = 1; i < rt.workers.size(); ++i)
     rt.workers[i]->post([proxy](Worker& worker) { worker.unlisten_proxy(proxy, true); });
   p.enabled = false;
+  if (!p.bound.empty()) p.rebind = p.bound;
   p.bound.clear();
   spdlog::info("proxy '{}' stopped (control API)", p.spec->name);
 }
@@ -249,7 +264,7 @@ ProxyRuntime* replace(Runtime& rt, ProxyRuntime& old, const ProxyInput& in) {
 }
 
 bool differs(const ProxyRuntime& p, const ProxyInput& in) {
-  return (!in.listen.empty() && in.listen != p.spec->listen && in.listen != p.bound) ||
+  return (!in.listen.empty() && in.listen != p.spec->listen && in.listen != p.bound && in.listen != p.rebind) ||
          (!in.upstream.empty() && in.upstream != p.spec->upstream);
 }
 
@@ -367,7 +382,7 @@ Response toxiproxy(const Request& req, Runtime& rt) {
       if (p->removed) continue;
       std::string why;
       if (!p->enabled && !start(rt, *p, &why)) return error(500, "listen " + p->spec->listen + ": " + why);
-      for (auto& t : p->toxics) remove_toxic(*p, *t);
+      for (auto& t : p->toxics) remove_toxic(rt, *p, *t);
     }
     spdlog::info("control API (Toxiproxy): reset: every proxy enabled, every toxic removed");
     return {204, "", "application/json"};
@@ -407,7 +422,7 @@ Response toxiproxy(const Request& req, Runtime& rt) {
   if (!p) return error(404, "proxy not found");
   if (sub == "toxics") {
     if (m == "GET") return json(200, toxics_json(*p));
-    if (m == "POST") return create_toxic(req, *p);
+    if (m == "POST") return create_toxic(req, rt, *p);
     return not_allowed();
   }
   ToxicRuntime* found = find_toxic(*p, sub.substr(7));
@@ -415,11 +430,11 @@ Response toxiproxy(const Request& req, Runtime& rt) {
   if (!found) return error(404, "toxic not found");
   if (m == "GET") return json(200, toxic_json(*found));
   if (m == "DELETE") {
-    remove_toxic(*p, *found);
+    remove_toxic(rt, *p, *found);
     spdlog::info("proxy '{}': toxic '{}' removed (control API)", p->spec->name, found->spec->name);
     return {204, "", "application/json"};
   }
-  return update_toxic(req, *p, *found);
+  return update_toxic(req, rt, *p, *found);
 }
 
 }  // namespace faultline::proxy::admin

@@ -1,7 +1,7 @@
 """Toxiproxy's REST API at the root of the control API (SPEC §5): endpoint by endpoint with
 Toxiproxy's shapes, status codes and error bodies, real connections through the proxies it makes,
 and the published client library (toxiproxy-node-client from npm) through a suite's usual workflow.
-Toxics made through the API act on connections accepted after the change (docs/toxiproxy.md)."""
+Toxics changed through the API act on open connections too: tests/e2e/test_toxics_live.py."""
 
 import json
 import os
@@ -88,6 +88,22 @@ class ToxiproxyApiTest(unittest.TestCase):
         with connect(self.addr(p["listen"])) as c2:
             echo_round_trip(c2)
 
+    def test_a_scenario_proxy_on_port_0_keeps_its_port_when_disabled_and_enabled_again(self):
+        _, before = call(self.api + "/proxies/db")
+        self.assertNotRegex(before["listen"], r":0$")
+        status, off = call(self.api + "/proxies/db", "POST", {"enabled": False})
+        self.assertEqual((status, off["listen"], off["enabled"]), (200, before["listen"], False))
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(self.addr(before["listen"]), timeout=2)
+        # a client library sends the listen it was shown back with the change: not a move
+        status, on = call(self.api + "/proxies/db", "POST", {"enabled": True, "listen": off["listen"]})
+        self.assertEqual((status, on["listen"], on["enabled"]), (200, before["listen"], True))
+        socket.create_connection(self.addr(before["listen"]), timeout=2).close()
+        call(self.api + "/proxies/db", "POST", {"enabled": False})
+        self.assertEqual(call(self.api + "/reset", "POST")[0], 204)
+        self.assertEqual(call(self.api + "/proxies/db")[1]["listen"], before["listen"])
+        socket.create_connection(self.addr(before["listen"]), timeout=2).close()
+
     def test_changing_the_upstream_moves_the_proxy_and_reset_re_enables_every_proxy(self):
         other = EchoServer()
         self.addCleanup(other.close)
@@ -142,7 +158,7 @@ class ToxiproxyApiTest(unittest.TestCase):
         self.assertEqual(call(self.api + "/proxies", ua="Mozilla/5.0 (X11)"), (403, {"error": "User agent not allowed", "status": 403}))
         self.assertTrue(self.fl.alive())
 
-    def test_toxics_made_changed_and_removed_through_the_api_act_on_new_connections(self):
+    def test_toxics_made_changed_and_removed_through_the_api(self):
         _, p = call(self.api + "/proxies", "POST", {"name": "cache", "upstream": self.up})
         addr = self.addr(p["listen"])
 
