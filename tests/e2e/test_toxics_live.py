@@ -198,3 +198,20 @@ class LiveToxicsTwoWorkersTest(LiveToxicsTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TtlOnOpenConnectionsTest(unittest.TestCase):
+
+    def test_a_toxic_past_its_ttl_is_taken_off_the_open_connection_that_waits_on_it(self):
+        echo = EchoServer()
+        self.addCleanup(echo.close)
+        fl = started_faultline(self, f'local db = proxy {{ name = "db", listen = "127.0.0.1:0", '
+                                     f'upstream = "127.0.0.1:{echo.port}" }}\n'
+                                     'db:toxic { name = "stall", type = "latency", latency = 60000, ttl = 1 }\n')
+        c = connect(fl.addr("db"), timeout=15)
+        self.addCleanup(c.close)
+        c.sendall(b"waiting")
+        # held for a minute, but the ttl (1 s after the start) takes the toxic off this connection
+        self.assertEqual(recv_exactly(c, 7, timeout=10), b"waiting")
+        self.assertLess(echo_round_trip(c), 1.0)
+        wait_until(lambda: "its ttl of 1 s is over" in fl.stderr_text(), timeout=5, message="the log line")
