@@ -58,6 +58,9 @@ std::optional<ReplaySet> ReplaySet::parse(const std::string& text, const std::st
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
     if (j.contains("expired")) continue;  // a ttl that ran out: not a fault position
+    if (j.contains("reload"))
+      return fail("the scenario was reloaded here (PUT /scenario or SIGHUP): a replay covers one scenario; "
+                  "replay the lines before this one with the first scenario, or those after it with the new one");
     uint64_t ordinal = 0;
     if (!get_ordinal(j, &ordinal)) return fail("missing or invalid \"match\" (a positive integer)");
     std::string proxy, name, key;

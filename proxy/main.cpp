@@ -210,6 +210,20 @@ int main(int argc, char** argv) {
   so.admin_explicit = admin_given;
   so.admin_token = o.admin_token;
   so.journal_lines = o.journal_lines;
+  // A reload (PUT /faultline/v1/scenario, SIGHUP) loads like the start did, with the same --seed.
+  so.load_scenario = [path = o.scenario, seed](const std::string* source, faultline::faults::Scenario* out,
+                                               std::shared_ptr<faultline::faults::ScriptHooks>* hooks,
+                                               std::string* error) {
+    auto next = source ? faultline::lua::load_scenario_source(*source, path, seed)
+                       : faultline::lua::load_scenario_file(path, seed);
+    if (!next.scenario) {
+      *error = next.error;
+      return false;
+    }
+    *out = std::move(*next.scenario);
+    *hooks = std::move(next.hooks);
+    return true;
+  };
   spdlog::info("faultline {} starting scenario {} with seed {}", FAULTLINE_VERSION, o.scenario, loaded.scenario->seed);
   return faultline::proxy::run_server(std::move(*loaded.scenario), so);
 }

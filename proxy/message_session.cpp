@@ -182,7 +182,7 @@ void MessageSession::accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* se
 void MessageSession::start_toxics() {
   Runtime& rt = worker_.runtime();
   ActiveToxics active = decide_toxics(rt, proxy_, id_, ordinal_, tag());
-  toxic_ctx_ = faults::ToxicContext{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
+  toxic_ctx_ = faults::ToxicContext{proxy_.seed, proxy_.spec->name, "", ordinal_};
   up_specs_ = std::move(active.upstream);
   if (!active.downstream.empty()) {
     down_chain_ = std::make_unique<faults::ToxicChain>(active.downstream, toxic_ctx_, worker_.env(), down_out_);
@@ -510,7 +510,7 @@ bool MessageSession::decide(const ClientUnit& unit, std::string_view raw) {
   proxy_.messages.fetch_add(1, std::memory_order_relaxed);
   std::optional<faults::RuleEngine::Fired> fired;
   if (proxy_.rules && unit.msg) {
-    const double now_s = static_cast<double>(uv_hrtime() - worker_.runtime().start_ns) / 1e9;
+    const double now_s = proxy_.seconds();
     fired = proxy_.rules->evaluate(*unit.msg, id_, now_s);
   }
   if (!fired) {
@@ -527,7 +527,7 @@ bool MessageSession::decide(const ClientUnit& unit, std::string_view raw) {
     case T::delay:
       held_ = unit;
       hold_ = Hold::delaying;
-      hold_timer_.start(static_cast<uint64_t>(fired_delay_ms(worker_.runtime(), *fired)) * 1000);
+      hold_timer_.start(static_cast<uint64_t>(fired_delay_ms(proxy_.seed, *fired)) * 1000);
       return false;
     case T::hang:
       held_ = unit;

@@ -59,27 +59,37 @@ std::vector<RunReport::Line> RunReport::lines() const {
   return out;
 }
 
+namespace {
+
+// The entry of `list` for (proxy, name), added at its end the first time: first-appearance order.
+template <class Entry>
+Entry& entry_for(std::vector<Entry>& list, const std::string& proxy, const std::string& name) {
+  auto same =
+      std::find_if(list.begin(), list.end(), [&](const Entry& x) { return x.proxy == proxy && x.name == name; });
+  if (same != list.end()) return *same;
+  list.push_back({proxy, name});
+  return list.back();
+}
+
+}  // namespace
+
 RunReport make_report(const Runtime& rt) {
   RunReport report;
   report.seed = rt.scenario.seed;
   for (const auto& p : rt.proxies) {
+    // One entry per rule name: a proxy replaced through the control API (or by a reload) stays, removed,
+    // beside its replacement under the same name; what each matched and fired adds up.
     if (p->rules)
       for (size_t i = 0; i < p->spec->rules.size(); ++i) {
         const auto stats = p->rules->stats(i);
-        report.rules.push_back({p->spec->name, p->spec->rules[i].name, stats.matched, stats.fired});
+        RunReport::Rule& r = entry_for(report.rules, p->spec->name, p->spec->rules[i].name);
+        r.matched += stats.matched;
+        r.fired += stats.fired;
       }
     // One entry per toxic name: a toxic changed through the control API carries its count into its
     // replacement; one removed and made again adds up.
-    for (const auto& t : p->toxics) {
-      if (t->superseded) continue;
-      auto same = std::find_if(report.toxics.begin(), report.toxics.end(), [&](const RunReport::Toxic& x) {
-        return x.proxy == p->spec->name && x.name == t->spec->name;
-      });
-      if (same != report.toxics.end())
-        same->connections += t->fired.load();
-      else
-        report.toxics.push_back({p->spec->name, t->spec->name, t->fired.load()});
-    }
+    for (const auto& t : p->toxics)
+      if (!t->superseded) entry_for(report.toxics, p->spec->name, t->spec->name).connections += t->fired.load();
   }
   for (const auto& ex : rt.scenario.expects) {
     RunReport::Expectation e;

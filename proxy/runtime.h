@@ -4,8 +4,10 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,9 +56,17 @@ struct LatencyHistogram {
 struct ProxyRuntime {
   const faults::ProxySpec* spec = nullptr;
   std::unique_ptr<faults::ProxySpec> owned_spec;  // a proxy made through the control API: its spec
+  // Of the scenario it belongs to (a reload makes new proxies; connections keep the ones they started
+  // with): the seed its decisions draw from, its Lua functions, and when it started (`during`, `ttl`).
+  uint64_t seed = 1;
+  std::shared_ptr<faults::ScriptHooks> hooks;
+  uint64_t start_ns = 0;
+  double seconds() const { return static_cast<double>(uv_hrtime() - start_ns) / 1e9; }
   // Control API state, read and written on worker 0's loop only.
   bool enabled = true;   // listening (Toxiproxy's "enabled")
-  bool removed = false;  // deleted through the API: kept in memory (connections may still refer to it)
+  bool removed = false;  // deleted through the API, or replaced by a reload: kept in memory (connections
+                         // may still refer to it)
+  bool from_scenario = false;  // declared in the scenario (a reload replaces it), not made through the API
   faults::HostPort upstream;
   std::string bound;                     // actual listen address, host:port
   std::string rebind;                    // disabled: the address it listened on, to listen on again (port 0 resolved)
@@ -83,7 +93,14 @@ class Worker;
 struct Runtime {
   faults::Scenario scenario;
   std::shared_ptr<faults::ScriptHooks> hooks;  // the scenario's Lua functions (null without any)
-  uint64_t start_ns = 0;                       // uv_hrtime() when the proxies started: `during` counts from here
+  uint64_t start_ns = 0;                       // uv_hrtime() when the proxies started
+  // Scenarios a reload replaced: their proxies' specs stay valid for the connections that still use them.
+  std::vector<std::unique_ptr<faults::Scenario>> retired;
+  // Loads a scenario for a reload: from `source` (PUT /scenario) or, when null, from the scenario's file
+  // again (SIGHUP). Set by main, where the Lua loader lives; false with *error ("FILE:LINE: ...").
+  std::function<bool(const std::string* source, faults::Scenario* out, std::shared_ptr<faults::ScriptHooks>* hooks,
+                     std::string* error)>
+      load_scenario;
   faults::Journal journal;
   std::optional<faults::ReplaySet> replay;
   std::vector<std::unique_ptr<ProxyRuntime>> proxies;

@@ -21,6 +21,7 @@
 #include "proxy/admin/admin_server.h"
 #include "proxy/ca.h"
 #include "proxy/conn.h"
+#include "proxy/reload.h"
 #include "proxy/report.h"
 #include "proxy/runtime.h"
 #include "proxy/tls.h"
@@ -224,11 +225,48 @@ bool bind_listeners(ProxyRuntime& p, int count, std::vector<int>* fds, std::stri
 }
 
 
+std::unique_ptr<ProxyRuntime> make_scenario_proxy(Runtime& rt, const faults::ProxySpec& spec, uint64_t seed,
+                                                  std::shared_ptr<faults::ScriptHooks> hooks, std::string* why) {
+  auto p = std::make_unique<ProxyRuntime>();
+  p->spec = &spec;
+  p->from_scenario = true;
+  p->seed = seed;
+  p->hooks = std::move(hooks);
+  p->start_ns = uv_hrtime();
+  std::string err;
+  if (!spec.mock) {
+    p->upstream = *faults::parse_host_port(spec.upstream, &err);  // validated by the loader
+    p->upstream_host_header = host_header(p->upstream, spec.upstream_tls);
+  }
+  p->needs_body = reads_bodies(spec);
+  if (!spec.rules.empty()) {
+    faults::RuleEngineOptions ro;
+    ro.seed = seed;
+    ro.proxy = spec.name;
+    ro.journal = &rt.journal;
+    ro.replay = rt.replay ? &*rt.replay : nullptr;
+    ro.hooks = p->hooks.get();
+    ro.log_warning = [](const std::string& text) { spdlog::warn("{}", text); };
+    p->rules = std::make_unique<faults::RuleEngine>(spec.rules, std::move(ro));
+  }
+  if (std::string tls_why; !setup_tls(*p, &tls_why)) {
+    *why = "[" + spec.name + "] TLS: " + tls_why;
+    return nullptr;
+  }
+  for (const auto& t : spec.toxics) {
+    auto tr = std::make_unique<ToxicRuntime>();
+    tr->spec = &t;
+    p->toxics.push_back(std::move(tr));
+  }
+  return p;
+}
+
 int run_server(faults::Scenario scenario, const ServerOptions& options) {
   ::signal(SIGPIPE, SIG_IGN);  // a peer that vanished is an error code, not a signal
   Runtime rt;
   rt.scenario = std::move(scenario);
   rt.hooks = options.hooks;
+  rt.load_scenario = options.load_scenario;
   if (!options.journal_path.empty()) {
     std::string why;
     if (!rt.journal.open(options.journal_path, &why)) {
@@ -250,37 +288,15 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   const int threads = options.threads;
   std::vector<std::vector<int>> fds(static_cast<size_t>(threads));
   for (const auto& spec : rt.scenario.proxies) {
-    auto p = std::make_unique<ProxyRuntime>();
-    p->spec = &spec;
-    std::string err;
-    if (!spec.mock) {
-      p->upstream = *faults::parse_host_port(spec.upstream, &err);  // validated by the loader
-      p->upstream_host_header = host_header(p->upstream, spec.upstream_tls);
-    }
-    p->needs_body = reads_bodies(spec);
-    if (!spec.rules.empty()) {
-      faults::RuleEngineOptions ro;
-      ro.seed = rt.scenario.seed;
-      ro.proxy = spec.name;
-      ro.journal = &rt.journal;
-      ro.replay = rt.replay ? &*rt.replay : nullptr;
-      ro.hooks = rt.hooks.get();
-      ro.log_warning = [](const std::string& text) { spdlog::warn("{}", text); };
-      p->rules = std::make_unique<faults::RuleEngine>(spec.rules, std::move(ro));
-    }
-    if (std::string why; !setup_tls(*p, &why)) {
-      spdlog::error("[{}] TLS: {}", spec.name, why);
+    std::string why;
+    auto p = make_scenario_proxy(rt, spec, rt.scenario.seed, rt.hooks, &why);
+    if (!p) {
+      spdlog::error("{}", why);
       for (auto& list : fds)
         for (int fd : list) ::close(fd);
       return 1;
     }
-    for (const auto& t : spec.toxics) {
-      auto tr = std::make_unique<ToxicRuntime>();
-      tr->spec = &t;
-      p->toxics.push_back(std::move(tr));
-    }
     std::vector<int> mine;
-    std::string why;
     if (!bind_listeners(*p, threads, &mine, &why)) {
       spdlog::error("[{}] {}", spec.name, why);
       for (auto& list : fds)
@@ -321,13 +337,14 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   admin_options.token = options.admin_token;
 
   rt.start_ns = uv_hrtime();
+  for (auto& p : rt.proxies) p->start_ns = rt.start_ns;
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; ++i)
     workers.push_back(std::make_unique<Worker>(rt, i, std::move(fds[static_cast<size_t>(i)])));
   for (auto& w : workers) rt.workers.push_back(w.get());
 
   // Worker 0 runs on this thread and also takes the signals, flushes the journal and (run) watches CMD.
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   uv_timer_t flush_timer;
   // The first signal starts a graceful stop; a second one closes every connection at once. Either
   // way the journal is flushed and the report printed. With a command running (`run`), a signal goes to
@@ -370,6 +387,18 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
     };
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
+    // SIGHUP reloads the scenario file as PUT /faultline/v1/scenario does; a broken one is only logged.
+    uv_signal_init(loop, &sighup);
+    sighup.data = &rt;
+    uv_signal_start(
+        &sighup,
+        [](uv_signal_t* sig, int) {
+          auto* runtime = static_cast<Runtime*>(sig->data);
+          spdlog::info("SIGHUP received, reloading {}", runtime->scenario.path);
+          const ReloadResult r = reload_scenario(*runtime, nullptr);
+          if (!r.ok) spdlog::error("reload refused, the running scenario stays: {}", r.error);
+        },
+        SIGHUP);
     uv_timer_init(loop, &flush_timer);
     flush_timer.data = &rt;
     uv_timer_start(
@@ -431,11 +460,13 @@ int run_server(faults::Scenario scenario, const ServerOptions& options) {
   workers[0]->on_loop_stop([&]() {
     uv_close(reinterpret_cast<uv_handle_t*>(&sigint), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&sigterm), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sighup), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&flush_timer), nullptr);
     // Other workers may still be closing: a late signal must not kill the process before the
     // journal is flushed.
     ::signal(SIGINT, SIG_IGN);
     ::signal(SIGTERM, SIG_IGN);
+    ::signal(SIGHUP, SIG_IGN);
   });
 
   std::vector<std::thread> pool;

@@ -143,7 +143,7 @@ void Session::accept(Worker& worker, ProxyRuntime& proxy, uv_stream_t* server) {
 void Session::decide_toxics() {
   Runtime& rt = worker_.runtime();
   ActiveToxics active = proxy::decide_toxics(rt, proxy_, id_, ordinal_, tag());
-  faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
+  faults::ToxicContext ctx{proxy_.seed, proxy_.spec->name, "", ordinal_};
   if (!active.upstream.empty())
     up_->chain = std::make_unique<faults::ToxicChain>(active.upstream, ctx, worker_.env(), *up_);
   if (!active.downstream.empty())
@@ -161,8 +161,7 @@ void Session::apply_toxic_change(const ToxicChange& change) {
   if (!edit) return;
   Pipe& pipe = edit->stream == faults::Stream::upstream ? *up_ : *down_;
   if (!pipe.chain) {
-    Runtime& rt = worker_.runtime();
-    faults::ToxicContext ctx{rt.scenario.seed, proxy_.spec->name, "", ordinal_};
+    faults::ToxicContext ctx{proxy_.seed, proxy_.spec->name, "", ordinal_};
     pipe.chain = std::make_unique<faults::ToxicChain>(std::vector<const faults::ToxicSpec*>{}, ctx, worker_.env(), pipe);
     if (connected_) pipe.chain->start();
   }

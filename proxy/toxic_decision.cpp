@@ -26,7 +26,7 @@ bool decide_one(Runtime& rt, ProxyRuntime& proxy, ToxicRuntime& tr, uint64_t con
   if (rt.replay) {
     active = rt.replay->toxic_fires(proxy.spec->name, spec.name, ordinal);
   } else {
-    auto rng = faults::decide(rt.scenario.seed, proxy.spec->name + "/" + spec.name, "", ordinal);
+    auto rng = faults::decide(proxy.seed, proxy.spec->name + "/" + spec.name, "", ordinal);
     active = rng.uniform01() < spec.toxicity;
   }
   if (!active) return false;
@@ -44,19 +44,18 @@ bool decide_one(Runtime& rt, ProxyRuntime& proxy, ToxicRuntime& tr, uint64_t con
 }
 
 // Off for new connections: removed, switched off, or past its ttl (replay does not consult ttl).
-bool switched_off(const Runtime& rt, const ToxicRuntime& tr, double now_s) {
+bool switched_off(const Runtime& rt, const ToxicRuntime& tr, double now_s) {  // now_s: the proxy's seconds()
   if (tr.removed || !tr.enabled.load(std::memory_order_relaxed)) return true;
   return !rt.replay && tr.spec->ttl_s && now_s >= *tr.spec->ttl_s;
 }
 
-double run_seconds(const Runtime& rt) { return static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9; }
 
 }  // namespace
 
 ActiveToxics decide_toxics(Runtime& rt, ProxyRuntime& proxy, uint64_t conn_id, uint64_t ordinal,
                            const std::string& tag) {
   ActiveToxics out;
-  const double now_s = run_seconds(rt);
+  const double now_s = proxy.seconds();
   std::lock_guard lock(proxy.toxics_mu);
   for (auto& tr : proxy.toxics) {
     if (switched_off(rt, *tr, now_s) || !decide_one(rt, proxy, *tr, conn_id, ordinal, tag)) continue;
@@ -124,7 +123,7 @@ std::optional<ToxicEdit> decide_change(Runtime& rt, const ToxicChange& change, u
   bool now_on;
   {
     std::lock_guard lock(proxy.toxics_mu);
-    if (switched_off(rt, tr, run_seconds(rt))) {
+    if (switched_off(rt, tr, proxy.seconds())) {
       now_on = false;  // removed again before this worker got to it: a later change says so
     } else if (had_old) {
       // Already running here: the same draw decides whether it still does under its new toxicity. The
@@ -132,7 +131,7 @@ std::optional<ToxicEdit> decide_change(Runtime& rt, const ToxicChange& change, u
       if (rt.replay) {
         now_on = rt.replay->toxic_fires(proxy.spec->name, spec->name, ordinal);
       } else {
-        now_on = faults::decide(rt.scenario.seed, proxy.spec->name + "/" + spec->name, "", ordinal).uniform01() <
+        now_on = faults::decide(proxy.seed, proxy.spec->name + "/" + spec->name, "", ordinal).uniform01() <
                  spec->toxicity;
       }
     } else {
@@ -203,8 +202,8 @@ void apply_edit(std::vector<const faults::ToxicSpec*>& specs, const ToxicEdit& e
 }
 
 void expire_ttls(Runtime& rt) {
-  const double now_s = static_cast<double>(uv_hrtime() - rt.start_ns) / 1e9;
-  for (auto& p : rt.proxies) {
+  for (auto& p : rt.proxies) {  // removed ones too: connections may still run them
+    const double now_s = p->seconds();
     if (p->rules)
       for (const std::string& name : p->rules->expire_due(now_s))
         spdlog::info("rule '{}' (proxy '{}'): its ttl is over, switched off", name, p->spec->name);
@@ -224,11 +223,11 @@ void expire_ttls(Runtime& rt) {
   }
 }
 
-int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired) {
+int64_t fired_delay_ms(uint64_t seed, const faults::RuleEngine::Fired& fired) {
   const faults::ActionSpec& a = fired.action;
   int64_t ms = a.ms;
   if (a.jitter > 0) {
-    auto rng = faults::decide(rt.scenario.seed, fired.rule->name + "/jitter", fired.key, fired.match);
+    auto rng = faults::decide(seed, fired.rule->name + "/jitter", fired.key, fired.match);
     ms += static_cast<int64_t>(std::floor(rng.uniform01() * static_cast<double>(2 * a.jitter + 1))) - a.jitter;
   }
   return std::max<int64_t>(ms, 0);

@@ -21,7 +21,7 @@ struct ActiveToxics {
 
 // The milliseconds of a fired delay action: `ms`, plus the jitter drawn from the decision's own generator
 // (the same on every run of the seed).
-int64_t fired_delay_ms(const Runtime& rt, const faults::RuleEngine::Fired& fired);
+int64_t fired_delay_ms(uint64_t seed, const faults::RuleEngine::Fired& fired);
 
 // Rules and toxics whose ttl is over are switched off (they already act so) and say so in the log and the
 // journal, once each; called periodically.

@@ -33,6 +33,13 @@ class Worker::IdlePool final : public ConnHandler {
     for (auto& [proxy, list] : idle) all.insert(all.end(), list.begin(), list.end());
     for (Conn* c : all) c->close();
   }
+  void close_of(const ProxyRuntime* proxy) {
+    auto it = idle.find(const_cast<ProxyRuntime*>(proxy));
+    if (it == idle.end()) return;
+    const std::vector<Conn*> list = std::move(it->second);
+    idle.erase(it);
+    for (Conn* c : list) c->close();
+  }
 };
 
 Conn* Worker::take_idle(ProxyRuntime* proxy) {
@@ -46,7 +53,7 @@ Conn* Worker::take_idle(ProxyRuntime* proxy) {
 void Worker::park_idle(ProxyRuntime* proxy, Conn* conn) {
   auto& list = idle_->idle[proxy];
   conn->set_handler(idle_.get());
-  if (stopping_ || list.size() >= IdlePool::kMaxPerProxy || conn->closing()) {
+  if (stopping_ || list.size() >= IdlePool::kMaxPerProxy || conn->closing() || retired_.contains(proxy)) {
     conn->close();
     return;
   }
@@ -111,10 +118,26 @@ void Worker::unlisten_proxy(const ProxyRuntime* proxy, bool close_connections) {
     uv_close(as_handle(&l->handle), [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
   }
   if (!close_connections) return;
+  retire(proxy);
   std::vector<WorkerSession*> open;
   for (WorkerSession* s : sessions_)
     if (s->proxy_runtime() == proxy) open.push_back(s);
   for (WorkerSession* s : open) s->force_close();
+}
+
+void Worker::retarget_listener(const ProxyRuntime* old, ProxyRuntime* now) {
+  for (auto& l : listeners_)
+    if (l->proxy == old) {
+      l->proxy = now;
+      l->accept = acceptor(now->spec->protocol);
+    }
+  retire(old);
+}
+
+// A proxy replaced or removed: its idle upstream connections close, and no more are parked for it.
+void Worker::retire(const ProxyRuntime* proxy) {
+  retired_.insert(proxy);
+  idle_->close_of(proxy);
 }
 
 void Worker::apply_toxic_change(const ToxicChange& change) {

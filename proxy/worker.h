@@ -57,6 +57,9 @@ class Worker {
   // closing its listener and, with close_connections, its open client connections.
   void listen_proxy(ProxyRuntime* proxy, int fd);
   void unlisten_proxy(const ProxyRuntime* proxy, bool close_connections);
+  // On this worker's loop: `old`'s listener accepts for `now` from here on (a reload that kept the address);
+  // connections already open keep `old`.
+  void retarget_listener(const ProxyRuntime* old, ProxyRuntime* now);
   // On this worker's loop: the open connections of the changed toxic's proxy apply the change.
   void apply_toxic_change(const ToxicChange& change);
 
@@ -90,6 +93,7 @@ class Worker {
   void run_tasks();
   void open_listener(ProxyRuntime* proxy, int fd);
   void close_sessions();
+  void retire(const ProxyRuntime* proxy);
   void close_own_handles();
 
   Runtime& runtime_;
@@ -113,6 +117,7 @@ class Worker {
   std::vector<std::unique_ptr<ExtraListener>> extra_listeners_;
   class IdlePool;
   std::unordered_set<WorkerSession*> sessions_;
+  std::unordered_set<const ProxyRuntime*> retired_;  // replaced or removed: parks nothing more
   faults::Buffer read_buffer_;
   std::unique_ptr<IdlePool> idle_;
   std::function<void(uv_loop_t*)> loop_start_hook_;

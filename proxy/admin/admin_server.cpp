@@ -123,7 +123,7 @@ class Connection final : public WorkerSession, public ConnHandler {
       else
         resp = error(405, req.method + " " + req.path + ": use GET");
     } else if (req.path == "/faultline/v1" || req.path.rfind("/faultline/v1/", 0) == 0) {
-      resp = native(req, rt, now_s);
+      resp = native(req, rt);
     } else if (is_toxiproxy_path(req.path)) {
       resp = toxiproxy(req, rt);
     } else {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "proxy/reload.h"
 #include "proxy/report.h"
 #include "proxy/runtime.h"
 #include "proxy/toxic_decision.h"
@@ -62,7 +63,7 @@ Json rule_json(const ProxyRuntime& p, size_t i) {
 // The proxy and index of the rule called `name`, or {nullptr, 0}.
 std::pair<ProxyRuntime*, size_t> find_rule(Runtime& rt, const std::string& name) {
   for (auto& p : rt.proxies) {
-    if (!p->rules) continue;
+    if (!p->rules || p->removed) continue;
     for (size_t i = 0; i < p->spec->rules.size(); ++i)
       if (p->spec->rules[i].name == name) return {p.get(), i};
   }
@@ -98,9 +99,10 @@ Response journal(const Request& req, Runtime& rt) {
   return json(200, body);
 }
 
-Response set_rule(const std::string& name, bool enable, const Request& req, Runtime& rt, double now_s) {
+Response set_rule(const std::string& name, bool enable, const Request& req, Runtime& rt) {
   auto [p, index] = find_rule(rt, name);
   if (!p) return error(404, "no rule named '" + name + "'");
+  const double now_s = p->seconds();  // the rule's clock: from when its scenario was loaded
   std::optional<double> ttl;
   if (!req.body.empty()) {
     Json body = Json::parse(req.body, nullptr, false);
@@ -132,7 +134,7 @@ Response error(int status, const std::string& message) {
   return json(status, j);
 }
 
-Response native(const Request& req, Runtime& rt, double now_s) {
+Response native(const Request& req, Runtime& rt) {
   const std::string path = req.path.substr(kPrefix.size());
   const bool get = req.method == "GET";
   const bool post = req.method == "POST";
@@ -147,7 +149,7 @@ Response native(const Request& req, Runtime& rt, double now_s) {
     if (!get) return error(405, req.method + " " + req.path + ": use GET");
     Json out = Json::array();
     for (const auto& p : rt.proxies)
-      if (p->rules)
+      if (p->rules && !p->removed)
         for (size_t i = 0; i < p->spec->rules.size(); ++i) out.push_back(rule_json(*p, i));
     return json(200, out);
   }
@@ -159,22 +161,40 @@ Response native(const Request& req, Runtime& rt, double now_s) {
       return error(404, "no such endpoint: " + req.method + " " + req.path +
                             " (POST /faultline/v1/rules/NAME/enable or /disable)");
     if (!post) return error(405, req.method + " " + req.path + ": use POST");
-    return set_rule(rest.substr(0, slash), verb == "enable", req, rt, now_s);
+    return set_rule(rest.substr(0, slash), verb == "enable", req, rt);
   }
   if (path == "/journal") {
     if (!get) return error(405, req.method + " " + req.path + ": use GET");
     return journal(req, rt);
   }
+  if (path == "/scenario") {
+    if (req.method != "PUT") return error(405, req.method + " " + req.path + ": use PUT with the scenario's Lua source");
+    if (req.body.empty()) return error(400, "the body must be the scenario's Lua source");
+    const ReloadResult r = reload_scenario(rt, &req.body);
+    if (!r.ok) {
+      spdlog::warn("control API: reload refused, the running scenario stays: {}", r.error);
+      return error(r.status, r.error);
+    }
+    Json body;
+    body["scenario"] = rt.scenario.path;
+    body["seed"] = rt.scenario.seed;
+    body["kept"] = r.kept;
+    body["started"] = r.started;
+    body["stopped"] = r.stopped;
+    return json(200, body);
+  }
   if (path == "/reset") {
     if (!post) return error(405, req.method + " " + req.path + ": use POST");
     size_t rules = 0, toxics = 0;
+    // Proxies a reload replaced too: connections opened before it still run their rules and toxics.
     for (auto& p : rt.proxies) {
       if (p->rules)
-        for (const auto& r : p->spec->rules) rules += p->rules->set_enabled(r.name, false) ? 1 : 0;
+        for (const auto& r : p->spec->rules)
+          if (p->rules->set_enabled(r.name, false) && !p->removed) ++rules;
       for (auto& t : p->toxics) {
         if (t->removed || !t->enabled.exchange(false)) continue;
         broadcast_toxic_change(rt, {ToxicChange::Kind::removed, p.get(), t.get(), nullptr});
-        ++toxics;
+        if (!p->removed) ++toxics;
       }
     }
     spdlog::warn("control API: reset, {} rule(s) and {} toxic(s) switched off", rules, toxics);

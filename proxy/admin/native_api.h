@@ -29,8 +29,7 @@ struct Response {
 Response error(int status, const std::string& message);
 
 // /faultline/v1/...: proxies, rules (enable, disable), journal, reset, expectations, report.
-// `now_s`: seconds since the scenario started (for a rule's ttl when it is enabled).
-Response native(const Request& request, Runtime& rt, double now_s);
+Response native(const Request& request, Runtime& rt);
 
 }  // namespace admin
 }  // namespace faultline::proxy

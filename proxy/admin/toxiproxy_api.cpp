@@ -238,6 +238,8 @@ ProxyRuntime* make_proxy(Runtime& rt, const ProxyInput& in) {
   p->owned_spec->protocol = faults::Protocol::tcp;
   p->owned_spec->where = "control API";
   p->spec = p->owned_spec.get();
+  p->seed = rt.scenario.seed;  // its toxics are decided from the running scenario's seed
+  p->start_ns = uv_hrtime();
   std::string why;
   p->upstream = *faults::parse_host_port(in.upstream, &why);
   p->enabled = false;
@@ -305,7 +307,8 @@ Response update(const Request& req, Runtime& rt, ProxyRuntime& p) {
       return error(400, "proxy '" + p.spec->name + "' is a " + faults::to_string(p.spec->protocol) +
                             " proxy of the scenario: change its listen or upstream in the scenario");
     ProxyInput full = in;
-    if (full.listen.empty()) full.listen = p.spec->listen;
+    // Only the upstream changes: it stays on the port it has (even one it got from port 0), as in Toxiproxy.
+    if (full.listen.empty()) full.listen = !p.bound.empty() ? p.bound : !p.rebind.empty() ? p.rebind : p.spec->listen;
     if (full.upstream.empty()) full.upstream = p.spec->upstream;
     target = replace(rt, p, full);
   }

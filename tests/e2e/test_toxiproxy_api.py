@@ -103,6 +103,11 @@ class ToxiproxyApiTest(unittest.TestCase):
         self.assertEqual(call(self.api + "/reset", "POST")[0], 204)
         self.assertEqual(call(self.api + "/proxies/db")[1]["listen"], before["listen"])
         socket.create_connection(self.addr(before["listen"]), timeout=2).close()
+        # a new upstream alone moves nothing else: the same port serves it
+        status, moved = call(self.api + "/proxies/db", "POST", {"upstream": self.up})
+        self.assertEqual((status, moved["listen"], moved["upstream"]), (200, before["listen"], self.up))
+        with connect(self.addr(before["listen"])) as c:
+            echo_round_trip(c)
 
     def test_changing_the_upstream_moves_the_proxy_and_reset_re_enables_every_proxy(self):
         other = EchoServer()

@@ -300,3 +300,59 @@ class MetricsTest(unittest.TestCase):
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         self.assertIn('faultline_toxic_enabled{proxy="raw",toxic="latency_downstream"} 0', text)
         self.assertIn('faultline_rule_enabled{proxy="web",rule="teapot"} 0', text)
+
+    def test_a_proxy_moved_through_the_toxiproxy_api_keeps_one_series_that_adds_up(self):
+        # Moved, "raw" stays in memory (removed) beside its replacement under the same name: /metrics must
+        # still have one series per label set, counting both, and the report each rule and toxic once.
+        # (Rules cannot be doubled this way, only tcp proxies move and they have none: a reload will.)
+        from collections import Counter
+        from prometheus_client.parser import text_string_to_metric_families
+        up = HttpUpstream()
+        self.addCleanup(up.close)
+        echo, other = EchoServer(), EchoServer()
+        self.addCleanup(echo.close)
+        self.addCleanup(other.close)
+        scenario = (http_proxy("web", up.port) + RULES + tcp_proxy("raw", echo.port)
+                    + 'raw:toxic { type = "latency", latency = 1 }\n')
+        fl = started_faultline(self, scenario, "--admin", "127.0.0.1:0")
+        admin = admin_url(fl)
+        self.assertEqual(curl("http://%s:%d/echo/tea" % fl.addr("web")).status, 418)
+        for _ in range(2):
+            with connect(fl.addr("raw")) as c:
+                echo_round_trip(c, b"x" * 100)
+        status, moved = call(admin + "/proxies/raw", "POST", json.dumps({"upstream": f"127.0.0.1:{other.port}"}))
+        self.assertEqual((status, moved["upstream"]), (200, f"127.0.0.1:{other.port}"), moved)
+        host, port = moved["listen"].rsplit(":", 1)
+        for _ in range(3):
+            with connect((host, int(port))) as c:
+                echo_round_trip(c, b"y" * 100)
+        self.assertEqual(other.accepted(), 3)  # the moved proxy took them
+
+        text = urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode()
+        keys = Counter()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                keys[key] += 1
+                samples[key] = s.value
+        self.assertEqual([k for k, n in keys.items() if n > 1], [], text)
+
+        def value(name, **labels):
+            return samples[(name, tuple(sorted(labels.items())))]
+        self.assertEqual(value("faultline_connections_total", proxy="raw"), 5)
+        self.assertEqual(value("faultline_bytes_total", proxy="raw", direction="upstream"), 500)
+        self.assertEqual(value("faultline_toxic_connections_total", proxy="raw", toxic="latency_downstream",
+                               type="latency", stream="downstream"), 5)
+        self.assertEqual(value("faultline_toxic_enabled", proxy="raw", toxic="latency_downstream"), 1)
+        self.assertEqual(value("faultline_connections_total", proxy="web"), 1)
+        self.assertEqual(value("faultline_faults_fired_total", proxy="web", rule="teapot", action="respond"), 1)
+        wait_until(lambda: "faultline_connections_active{proxy=\"raw\"} 0\n" in
+                   urllib.request.urlopen(admin + "/metrics", timeout=5).read().decode(),
+                   timeout=5, message="the closed connections of both to leave the active count")
+
+        status, report = call(admin + "/faultline/v1/report")
+        self.assertEqual(status, 200)
+        self.assertEqual([(r["proxy"], r["name"]) for r in report["rules"]], [("web", "teapot"), ("web", "brief")])
+        self.assertEqual(report["rules"][0]["fired"], 1)
+        self.assertEqual(report["toxics"], [{"proxy": "raw", "name": "latency_downstream", "connections": 5}])
