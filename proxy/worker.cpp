@@ -61,10 +61,20 @@ void Worker::park_idle(ProxyRuntime* proxy, Conn* conn) {
   conn->read_start();
 }
 
+namespace {
+// Taken before the threads start: the control API may add to runtime.proxies while a worker starts up.
+std::vector<ProxyRuntime*> proxies_of(Runtime& rt) {
+  std::vector<ProxyRuntime*> out;
+  for (auto& p : rt.proxies) out.push_back(p.get());
+  return out;
+}
+}  // namespace
+
 Worker::Worker(Runtime& runtime, int index, std::vector<int> listen_fds)
     : runtime_(runtime),
       index_(index),
       listen_fds_(std::move(listen_fds)),
+      initial_proxies_(proxies_of(runtime)),
       env_(&loop_),
       idle_(std::make_unique<IdlePool>()) {
   uv_loop_init(&loop_);
@@ -164,7 +174,7 @@ bool Worker::run() {
   grace_timer_.data = this;
 
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
-    open_listener(runtime_.proxies[i].get(), listen_fds_[i]);
+    open_listener(initial_proxies_[i], listen_fds_[i]);
     listen_fds_[i] = -1;  // the listener owns it now (or closed it)
   }
   if (loop_start_hook_) loop_start_hook_(&loop_);

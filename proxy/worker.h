@@ -99,6 +99,7 @@ class Worker {
   Runtime& runtime_;
   int index_;
   std::vector<int> listen_fds_;
+  std::vector<ProxyRuntime*> initial_proxies_;  // listen_fds_[i] is initial_proxies_[i]'s
   uv_loop_t loop_;
   uv_async_t stop_async_;
   uv_async_t task_async_;
